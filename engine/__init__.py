@@ -1,0 +1,1 @@
+"""The inference engine; the public API is re-exported here."""
