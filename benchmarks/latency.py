@@ -1,0 +1,70 @@
+"""Batch-1 latency: prompt (prefill) tokens/s and decode tokens/s for one model.
+
+    python -m benchmarks.latency --model smollm2-135m-instruct --prompt-len 128 --decode-len 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from tqdm import tqdm
+
+from benchmarks.common import save
+from engine import LLM, SamplingParams
+
+
+def timed(llm: LLM, prompt: list[int], max_tokens: int) -> float:
+    params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
+    start = time.perf_counter()
+    out = llm.generate(prompt, params)[0].outputs[0]
+    elapsed = time.perf_counter() - start
+    if len(out.token_ids) != max_tokens:
+        raise RuntimeError(f"expected {max_tokens} tokens, got {len(out.token_ids)}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--prompt-len", type=int, default=128)
+    parser.add_argument("--decode-len", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    llm = LLM(args.model, dtype=args.dtype, device=args.device)
+    vocab = llm.model_config.vocab_size
+    prompt = [(i * 7919 + 13) % vocab for i in range(args.prompt_len)]  # fixed, not random
+    timed(llm, prompt, 2)  # warm-up
+    prefill, total = [], []
+    for _ in tqdm(range(args.repeats), desc="runs"):
+        prefill.append(timed(llm, prompt, 1))
+        total.append(timed(llm, prompt, args.decode_len))
+    t_prefill, t_total = statistics.median(prefill), statistics.median(total)
+    prompt_tps = args.prompt_len / t_prefill
+    decode_tps = (args.decode_len - 1) / (t_total - t_prefill)
+    params = sum(p.numel() for p in llm.runner.model.parameters())
+    weight_bytes = sum(p.numel() * p.element_size() for p in llm.runner.model.parameters())
+    record = {
+        "benchmark": "latency",
+        "model": args.model, "dtype": args.dtype, "parameters": params,
+        "prompt_len": args.prompt_len, "decode_len": args.decode_len, "repeats": args.repeats,
+        "prompt_tokens_per_s": round(prompt_tps, 1),
+        "decode_tokens_per_s": round(decode_tps, 2),
+        "ms_per_output_token": round(1000 / decode_tps, 2),
+        # Batch-1 decode reads every weight once per token: the effective weight bandwidth.
+        "weight_bytes": weight_bytes,
+        "effective_weight_GBps": round(decode_tps * weight_bytes / 1e9, 2),
+    }
+    path = save("latency", record)
+    for key in ("prompt_tokens_per_s", "decode_tokens_per_s", "ms_per_output_token",
+                "effective_weight_GBps"):
+        print(f"{key:>24}: {record[key]}")
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""HF-style folders: config.json, *.safetensors (sharded with an index, or not), tokenizer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from engine.config import ModelConfig
+from engine.model.loader import LoadedModel, copy_weights, empty_model, read_json
+from engine.tokenizer import Tokenizer
+
+
+def safetensors_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        names = sorted(set(read_json(index).get("weight_map", {}).values()))
+        files = [folder / n for n in names]
+        absent = [str(f) for f in files if not f.exists()]
+        if absent:
+            raise FileNotFoundError(f"{index} names shards that do not exist: {absent}")
+        return files
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{folder} holds no *.safetensors weights")
+    return files
+
+
+def iter_safetensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    """One tensor at a time from memory-mapped files, so nothing is held twice."""
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                for name in f.keys():
+                    yield name, f.get_tensor(name)
+        except SafetensorError as e:
+            raise ValueError(f"{file} is not a valid safetensors file: {e}") from e
+
+
+def eos_ids(folder: Path, config: ModelConfig, tokenizer: Tokenizer) -> frozenset[int]:
+    """EOS ids from generation_config.json, config.json and the tokenizer, united."""
+    ids = set(config.eos_token_ids)
+    gen = folder / "generation_config.json"
+    if gen.exists():
+        eos = read_json(gen).get("eos_token_id")
+        ids.update(eos if isinstance(eos, list) else [] if eos is None else [eos])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return frozenset(int(i) for i in ids)
+
+
+def load_hf_folder(folder: Path, dtype: torch.dtype, device: torch.device) -> LoadedModel:
+    config_path = folder / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{folder} is not a model folder: it has no config.json")
+    try:
+        config = ModelConfig.from_hf_config(read_json(config_path))
+    except KeyError as e:
+        raise ValueError(f"{config_path} lacks the field {e.args[0]!r}") from e
+    files = safetensors_files(folder)
+    model = empty_model(config, dtype, device)
+    copy_weights(model, iter_safetensors(files), folder)
+    tokenizer = Tokenizer.from_dir(folder)
+    return LoadedModel(model, config, tokenizer, eos_ids(folder, config, tokenizer), folder)

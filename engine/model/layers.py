@@ -1,0 +1,84 @@
+"""Building blocks of the Llama transformer: norm, rotary embedding, SwiGLU MLP."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+import kernels
+from engine.config import ModelConfig, RopeScaling
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return kernels.rms_norm(x, self.weight, self.eps)
+
+
+def rope_inv_freq(
+    head_dim: int, theta: float, scaling: RopeScaling | None
+) -> torch.Tensor:
+    """Inverse frequencies of the rotary embedding, with Llama 3.1 / linear scaling applied."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    if scaling is None:
+        return inv_freq.float()
+    if scaling.rope_type == "linear":
+        return (inv_freq / scaling.factor).float()
+    # llama3: long wavelengths are slowed by `factor`, short ones kept, the middle band blended.
+    old_len = scaling.original_max_position_embeddings
+    low_wavelen = old_len / scaling.low_freq_factor
+    high_wavelen = old_len / scaling.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
+    smooth = (old_len / wavelen - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor
+    )
+    blended = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(medium, blended, scaled).float()
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding; frequencies are a buffer so they follow .to(device)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("inv_freq", self._inv_freq(), persistent=False)
+
+    def _inv_freq(self) -> torch.Tensor:
+        c = self.config
+        return rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling)
+
+    def reset(self, device: torch.device, freq_factors: torch.Tensor | None = None) -> None:
+        """Recompute the float32 frequencies after meta-device construction.
+
+        GGUF files of rope-scaled models ship per-frequency divisors (`rope_freqs`) instead
+        of the scaling parameters; pass them as `freq_factors`.
+        """
+        inv_freq = self._inv_freq()
+        if freq_factors is not None:
+            inv_freq = inv_freq / freq_factors.float().cpu()
+        self.inv_freq = inv_freq.to(device)
+
+    def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return kernels.rotary_embedding(positions, x, self.inv_freq)
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward with gate and up projections fused into one matmul."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        bias = config.mlp_bias
+        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(kernels.silu_and_mul(self.gate_up_proj(x)))

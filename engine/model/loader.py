@@ -1,0 +1,139 @@
+"""Load a Llama checkpoint (HF-style folder or GGUF file) straight into its final dtype.
+
+The model is built on the meta device and its storage allocated once in the compute dtype;
+tensors are then copied in one at a time (fused QKV / gate-up slices included), so peak
+memory stays near the model's size rather than twice it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.config import ModelConfig
+from engine.model.llama import LlamaForCausalLM
+from engine.tokenizer import Tokenizer
+
+GGUF_MAGIC = b"GGUF"
+_LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)")
+
+
+@dataclass
+class LoadedModel:
+    model: LlamaForCausalLM
+    config: ModelConfig
+    tokenizer: Tokenizer
+    eos_token_ids: frozenset[int]  # every token id that ends generation
+    path: Path
+
+
+def resolve_model_path(model: str | Path) -> Path:
+    """A registered short name, an HF-style folder, or a .gguf file -> an existing path."""
+    import weights
+
+    name = str(model)
+    if name in weights.MODELS:
+        path = weights.model_path(name)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"model {name!r} is registered but not fetched yet (expected at {path}); "
+                f"run: python -m weights.fetch {name}"
+            )
+        return path
+    path = Path(name).expanduser()
+    if not path.exists():
+        known = ", ".join(sorted(weights.MODELS))
+        raise FileNotFoundError(
+            f"model path {path} does not exist (registered names: {known})"
+        )
+    return path
+
+
+def load_model(model: str | Path, dtype: torch.dtype, device: torch.device) -> LoadedModel:
+    path = resolve_model_path(model)
+    if path.is_dir():
+        from engine.model.hf_loader import load_hf_folder
+
+        return load_hf_folder(path, dtype, device)
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic == GGUF_MAGIC:
+        from engine.model.gguf_loader import load_gguf
+
+        return load_gguf(path, dtype, device)
+    raise ValueError(
+        f"{path} is not a model: expected an HF-style folder (config.json + *.safetensors) "
+        "or a GGUF file"
+    )
+
+
+def empty_model(config: ModelConfig, dtype: torch.dtype, device: torch.device) -> LlamaForCausalLM:
+    """Allocate the model's storage once, in the compute dtype, without initialising it."""
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config).to(dtype)
+    model = model.to_empty(device=device)
+    model.rotary.reset(device)
+    return model.eval().requires_grad_(False)
+
+
+def param_target(hf_name: str, config: ModelConfig) -> tuple[str, slice | None] | None:
+    """Where an HF tensor goes in our model: (parameter name, rows of a fused matrix)."""
+    if hf_name == "lm_head.weight":
+        return None if config.tie_word_embeddings else ("lm_head.weight", None)
+    if hf_name.startswith("model.") and not hf_name.startswith("model.layers."):
+        return hf_name[len("model."):], None
+    m = _LAYER.fullmatch(hf_name)
+    if m is None:
+        return None
+    prefix, rest = f"layers.{m.group(1)}.", m.group(2)
+    q, kv, inter = config.q_size, config.kv_size, config.intermediate_size
+    fused = {
+        "self_attn.q_proj": ("self_attn.qkv_proj", slice(0, q)),
+        "self_attn.k_proj": ("self_attn.qkv_proj", slice(q, q + kv)),
+        "self_attn.v_proj": ("self_attn.qkv_proj", slice(q + kv, q + 2 * kv)),
+        "mlp.gate_proj": ("mlp.gate_up_proj", slice(0, inter)),
+        "mlp.up_proj": ("mlp.gate_up_proj", slice(inter, 2 * inter)),
+    }
+    module, _, kind = rest.rpartition(".")
+    if module in fused:
+        target, rows = fused[module]
+        return f"{prefix}{target}.{kind}", rows
+    return prefix + rest, None
+
+
+def copy_weights(
+    model: LlamaForCausalLM, tensors: Iterable[tuple[str, torch.Tensor]], source: Path
+) -> None:
+    """Copy HF-named tensors into the model; every parameter must be filled exactly."""
+    params = dict(model.named_parameters())
+    filled: dict[str, int] = {}
+    for name, tensor in tensors:
+        target = param_target(name, model.config)
+        if target is None:
+            continue
+        pname, rows = target
+        if pname not in params:
+            raise ValueError(f"{source}: unexpected tensor {name} for this config")
+        dest = params[pname].data if rows is None else params[pname].data[rows]
+        if tuple(dest.shape) != tuple(tensor.shape):
+            raise ValueError(
+                f"{source}: tensor {name} has shape {tuple(tensor.shape)}, "
+                f"expected {tuple(dest.shape)}"
+            )
+        dest.copy_(tensor)
+        filled[pname] = filled.get(pname, 0) + dest.numel()
+    missing = [n for n, p in params.items() if filled.get(n, 0) != p.numel()]
+    if missing:
+        raise ValueError(f"{source}: checkpoint lacks tensors for {', '.join(missing[:5])}")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e

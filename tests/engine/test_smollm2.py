@@ -1,0 +1,47 @@
+"""The real default model (SmolLM2-135M-Instruct, GGUF Q4_1), greedy, in float32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine import LLM, SamplingParams
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def llm(smollm2_gguf: Path) -> LLM:
+    return LLM(str(smollm2_gguf), max_model_len=2048)
+
+
+def test_chat_answers_paris(llm: LLM) -> None:
+    params = SamplingParams(temperature=0, max_tokens=24)
+    out = llm.chat([{"role": "user", "content": "What is the capital of France?"}], params)
+    completion = out[0].outputs[0]
+    assert "Paris" in completion.text
+    assert completion.finish_reason in ("stop", "length")
+
+
+def test_completion_answers_paris(llm: LLM) -> None:
+    out = llm.generate("The capital of France is", SamplingParams(temperature=0, max_tokens=8))
+    assert "Paris" in out[0].outputs[0].text
+
+
+def test_chat_stops_at_end_of_turn(llm: LLM) -> None:
+    """<|im_end|> ends the answer: finish_reason stop and no marker in the text."""
+    params = SamplingParams(temperature=0, max_tokens=64)
+    out = llm.chat([{"role": "user", "content": "Say hello."}], params)[0].outputs[0]
+    assert out.finish_reason == "stop"
+    assert out.token_ids[-1] in llm.eos_token_ids
+    assert "<|im_end|>" not in out.text
+
+
+def test_registered_name_resolves(smollm2_gguf: Path) -> None:
+    from engine.model.loader import resolve_model_path
+    from weights import model_path
+
+    if model_path("smollm2-135m-instruct") != smollm2_gguf:
+        pytest.skip("the model was given through ENGINE_SMOLLM2_GGUF, not fetched")
+    assert resolve_model_path("smollm2-135m-instruct") == smollm2_gguf
