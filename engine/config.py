@@ -102,6 +102,8 @@ class ModelConfig:
             raise ValueError(f"unsupported model_type {cfg.get('model_type')!r}: only llama")
         num_heads = int(cfg["num_attention_heads"])
         hidden = int(cfg["hidden_size"])
+        # transformers >= 5 writes rope_theta and the scaling into one `rope_parameters` dict.
+        rope = cfg.get("rope_parameters") or {}
         eos = cfg.get("eos_token_id")
         eos_ids = tuple(eos) if isinstance(eos, list) else (() if eos is None else (int(eos),))
         return cls(
@@ -114,8 +116,8 @@ class ModelConfig:
             head_dim=int(cfg.get("head_dim") or hidden // num_heads),
             max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
             rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-            rope_theta=float(cfg.get("rope_theta", 10000.0)),
-            rope_scaling=RopeScaling.from_dict(cfg.get("rope_scaling")),
+            rope_theta=float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0))),
+            rope_scaling=RopeScaling.from_dict(cfg.get("rope_scaling") or rope),
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             attention_bias=bool(cfg.get("attention_bias", False)),
             mlp_bias=bool(cfg.get("mlp_bias", False)),

@@ -213,3 +213,299 @@ def _whole_token_regex(tokens: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile("(" + "|".join(re.escape(t) for t in ordered) + ")")
 
 
+class Tokenizer:
+    """Text <-> token ids, plus the special-token facts the engine and the server need."""
+
+    def __init__(self, backend: _Backend, *, bos: tuple[str, int] | None,
+                 eos: tuple[str, int] | None, pad_token_id: int | None,
+                 chat_template: str | None, extra_special_ids: Iterable[int] = ()) -> None:
+        self._backend = backend
+        self.vocab_size: int = backend.vocab_size
+        self.bos_token, self.bos_token_id = bos if bos else (None, None)
+        self.eos_token, self.eos_token_id = eos if eos else (None, None)
+        self.pad_token_id: int | None = pad_token_id
+        self.chat_template: str | None = chat_template
+        # The backend decides (post-processor / config); read the answer back rather than guess.
+        probe = backend.encode("", add_special_tokens=True)
+        self.add_bos_token: bool = self.bos_token_id is not None and probe[:1] == [
+            self.bos_token_id]
+        named = {i for i in (self.bos_token_id, self.eos_token_id, self.pad_token_id) if i is not None}
+        self.all_special_ids: frozenset[int] = frozenset(
+            backend.special_ids() | set(extra_special_ids) | named)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"encode expects a str, got {type(text).__name__}")
+        return self._backend.encode(text, add_special_tokens)
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        for token_id in ids:
+            self._check_id(token_id)
+        return self._backend.decode(ids, skip_special_tokens)
+
+    def id_to_token(self, token_id: int) -> str:
+        self._check_id(token_id)
+        piece = self._backend.id_to_token(token_id)
+        if piece is None:
+            raise ValueError(f"token id {token_id} has no vocabulary entry")
+        return piece
+
+    def token_bytes(self, token_id: int) -> bytes:
+        self._check_id(token_id)
+        return self._backend.token_bytes(token_id)
+
+    def _check_id(self, token_id: int) -> None:
+        if not 0 <= token_id < self.vocab_size:
+            raise ValueError(f"token id {token_id} is outside the vocabulary [0, {self.vocab_size})")
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> Tokenizer:
+        root = Path(path)
+        if not root.is_dir():
+            raise FileNotFoundError(f"tokenizer folder {root} does not exist")
+        config = _read_json(root / "tokenizer_config.json")
+        # Like transformers, special_tokens_map.json overrides tokenizer_config.json.
+        named = {**config, **_read_json(root / "special_tokens_map.json")}
+        bos, eos, pad = (_token_content(named.get(k)) for k in ("bos_token", "eos_token", "pad_token"))
+        added = _config_added_tokens(config, root)
+        if (root / "tokenizer.json").is_file():
+            backend: _Backend = _hf_json_backend(root / "tokenizer.json", config, added, bos, eos)
+        elif (root / "tokenizer.model").is_file():
+            backend = _SentencePieceBackend(root / "tokenizer.model", added,
+                                            bool(config.get("add_bos_token", True)), None)
+            backend.bos_id = _require_id(backend, bos, root)
+        else:
+            raise FileNotFoundError(f"{root} has neither tokenizer.json nor tokenizer.model")
+        return cls(backend, bos=_named(backend, bos, root), eos=_named(backend, eos, root),
+                   pad_token_id=_require_id(backend, pad, root),
+                   chat_template=_dir_chat_template(root, config))
+
+    @classmethod
+    def from_gguf_metadata(cls, meta: dict[str, Any]) -> Tokenizer:
+        model = meta.get("tokenizer.ggml.model")
+        tokens = list(meta.get("tokenizer.ggml.tokens") or [])
+        if not tokens:
+            raise ValueError("GGUF metadata has no tokenizer.ggml.tokens")
+        types = list(meta.get("tokenizer.ggml.token_type") or [_NORMAL] * len(tokens))
+        if len(types) != len(tokens):
+            raise ValueError("GGUF tokenizer.ggml.token_type and tokenizer.ggml.tokens differ in length")
+        if model == "gpt2":
+            backend, add_bos_default = _gguf_bpe(meta, tokens, types)
+        elif model == "llama":
+            backend, add_bos_default = _gguf_spm(meta, tokens, types), True
+        else:
+            raise ValueError(f"unsupported GGUF tokenizer model {model!r} (supported: gpt2, llama)")
+        bos, eos = _gguf_token(meta, tokens, "bos"), _gguf_token(meta, tokens, "eos")
+        add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", add_bos_default))
+        add_eos = bool(meta.get("tokenizer.ggml.add_eos_token", False))
+        _set_template_processor(backend.tok, bos if add_bos else None, eos if add_eos else None)
+        pad = _gguf_token(meta, tokens, "padding")
+        return cls(backend, bos=bos, eos=eos, pad_token_id=pad[1] if pad else None,
+                   chat_template=meta.get("tokenizer.chat_template"),
+                   extra_special_ids=(i for i, t in enumerate(types) if t in (_CONTROL, _UNKNOWN)))
+
+
+# --- HF folders ------------------------------------------------------------------------------
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    if isinstance(data, dict):
+        return data
+    raise ValueError(f"{path} must hold a JSON object")
+
+
+def _token_content(value: Any) -> str | None:
+    """tokenizer_config writes a special token as a string or as a serialized AddedToken."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        return value["content"]
+    raise ValueError(f"cannot read a special token from {value!r}")
+
+
+def _config_added_tokens(config: dict[str, Any], root: Path) -> dict[int, tuple[str, bool]]:
+    """tokenizer_config.json's added_tokens_decoder as {id: (content, special)}."""
+    added: dict[int, tuple[str, bool]] = {}
+    for key, entry in (config.get("added_tokens_decoder") or {}).items():
+        content = entry.get("content") if isinstance(entry, dict) else None
+        if content is None or not str(key).isdigit():
+            raise ValueError(f"{root / 'tokenizer_config.json'}: bad added token {key!r}")
+        added[int(key)] = (str(content), bool(entry.get("special", False)))
+    return added
+
+
+def _dir_chat_template(root: Path, config: dict[str, Any]) -> str | None:
+    jinja_file = root / "chat_template.jinja"
+    if jinja_file.is_file():
+        return jinja_file.read_text(encoding="utf-8")
+    template = config.get("chat_template") or _read_json(root / "chat_template.json").get(
+        "chat_template")
+    if isinstance(template, list):  # named templates: HF uses the one called "default"
+        by_name = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = by_name.get("default", next(iter(by_name.values()), None))
+    if template is not None and not isinstance(template, str):
+        raise ValueError(f"{root}: chat_template must be a string")
+    return template
+
+
+def _hf_json_backend(path: Path, config: dict[str, Any], added: dict[int, tuple[str, bool]],
+                     bos: str | None, eos: str | None) -> _TokenizersBackend:
+    try:
+        tok = tokenizers.Tokenizer.from_file(str(path))
+    except Exception as exc:  # the Rust side raises a bare Exception
+        raise ValueError(f"cannot load {path}: {exc}") from exc
+    # Some tokenizer.json files pad/truncate (all-MiniLM pads to 128); callers want raw ids.
+    tok.no_padding()
+    tok.no_truncation()
+    for token_id, (content, special) in sorted(added.items()):
+        new = AddedToken(content, special=special, normalized=False)
+        (tok.add_special_tokens if special else tok.add_tokens)([new])
+        if tok.token_to_id(content) != token_id:
+            raise ValueError(f"{path}: added token {content!r} should have id {token_id}, "
+                             f"got {tok.token_to_id(content)}")
+    _apply_config_bos_eos(tok, config, bos, eos)
+    state = tok.decoder.__getstate__().decode() if tok.decoder is not None else ""
+    kind = "byte_level" if '"ByteLevel"' in state else (
+        "metaspace" if "ByteFallback" in state or "\u2581" in state or "Metaspace" in state
+        else "other")
+    return _TokenizersBackend(tok, kind)
+
+
+def _apply_config_bos_eos(tok: tokenizers.Tokenizer, config: dict[str, Any], bos: str | None,
+                          eos: str | None) -> None:
+    """Make the post-processor honour an explicit add_bos_token / add_eos_token."""
+    if "add_bos_token" not in config and "add_eos_token" not in config:
+        return
+    plain, full = (tok.encode("", add_special_tokens=f).ids for f in (False, True))
+    bos_id, eos_id = (tok.token_to_id(t) if t else None for t in (bos, eos))
+    adds_bos = bos_id is not None and full[:1] == [bos_id] and len(full) > len(plain)
+    adds_eos = eos_id is not None and full[-1:] == [eos_id] and len(full) > len(plain)
+    want_bos = bool(config.get("add_bos_token", adds_bos)) and bos_id is not None
+    want_eos = bool(config.get("add_eos_token", adds_eos)) and eos_id is not None
+    if (want_bos, want_eos) != (adds_bos, adds_eos):
+        _set_template_processor(tok, (bos, bos_id) if want_bos else None,  # type: ignore[arg-type]
+                                (eos, eos_id) if want_eos else None)  # type: ignore[arg-type]
+
+
+def _named(backend: _Backend, token: str | None, root: Path) -> tuple[str, int] | None:
+    token_id = _require_id(backend, token, root)
+    return None if token is None or token_id is None else (token, token_id)
+
+
+def _require_id(backend: _Backend, token: str | None, root: Path) -> int | None:
+    if token is None:
+        return None
+    token_id = backend.token_to_id(token)
+    if token_id is None:
+        raise ValueError(f"{root}: special token {token!r} is not in the vocabulary")
+    return token_id
+
+
+# --- GGUF ------------------------------------------------------------------------------------
+
+def _set_template_processor(tok: tokenizers.Tokenizer, bos: tuple[str, int] | None,
+                            eos: tuple[str, int] | None) -> None:
+    head, tail = ([bos[0]] if bos else []), ([eos[0]] if eos else [])
+    tok.post_processor = processors.TemplateProcessing(
+        single=[*head, "$A", *tail], pair=[*head, "$A", *tail, *head, "$B:1", *tail],
+        special_tokens=[t for t in (bos, eos) if t])
+
+
+def _gguf_token(meta: dict[str, Any], tokens: list[str], name: str) -> tuple[str, int] | None:
+    token_id = meta.get(f"tokenizer.ggml.{name}_token_id")
+    if token_id is None:
+        return None
+    if not 0 <= int(token_id) < len(tokens):
+        raise ValueError(f"GGUF tokenizer.ggml.{name}_token_id {token_id} is out of range")
+    return tokens[int(token_id)], int(token_id)
+
+
+def _first_ids(tokens: list[str]) -> dict[str, int]:
+    vocab: dict[str, int] = {}
+    for i, token in enumerate(tokens):
+        vocab.setdefault(token, i)  # some vocabularies repeat a piece; keep its first id
+    return vocab
+
+
+def _pre_type(pre: str) -> tuple[tuple[str, ...], bool, bool]:
+    for names, regexes, ignore_merges, add_bos in _PRE_TYPES:
+        if pre in names:
+            return regexes, ignore_merges, add_bos
+    known = sorted(n for names, *_ in _PRE_TYPES for n in names)
+    raise ValueError(f"unsupported GGUF pre-tokenizer {pre!r}; supported: {', '.join(known)}")
+
+
+def _register_gguf_specials(tok: tokenizers.Tokenizer, tokens: list[str], types: list[int]) -> None:
+    """Control/unknown pieces become special added tokens, user-defined ones plain added tokens;
+    either way they are matched whole in the text, as llama.cpp does."""
+    special = [AddedToken(t, special=True, normalized=False)
+               for t, kind in zip(tokens, types) if kind in (_CONTROL, _UNKNOWN) and t]
+    user = [AddedToken(t, special=False, normalized=False)
+            for t, kind in zip(tokens, types) if kind == _USER_DEFINED and t]
+    tok.add_special_tokens(special)
+    tok.add_tokens(user)
+
+
+def _gguf_bpe(meta: dict[str, Any], tokens: list[str],
+              types: list[int]) -> tuple[_TokenizersBackend, bool]:
+    pre = meta.get("tokenizer.ggml.pre")
+    if not pre:
+        logger.warning("GGUF has no tokenizer.ggml.pre; using llama.cpp's 'default' pre-tokenizer")
+        pre = "default"
+    regexes, ignore_merges, add_bos_default = _pre_type(str(pre))
+    merges = []
+    for merge in meta.get("tokenizer.ggml.merges") or []:
+        parts = merge.split(" ")
+        if len(parts) != 2:
+            raise ValueError(f"GGUF merge {merge!r} is not two space-separated pieces")
+        merges.append((parts[0], parts[1]))
+    try:
+        model = models.BPE(vocab=_first_ids(tokens), merges=merges, ignore_merges=ignore_merges)
+    except Exception as exc:  # the Rust side raises a bare Exception
+        raise ValueError(f"GGUF BPE vocabulary is inconsistent: {exc}") from exc
+    tok = tokenizers.Tokenizer(model)
+    splits = [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in regexes]
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    _register_gguf_specials(tok, tokens, types)
+    return _TokenizersBackend(tok, "byte_level", tokens), add_bos_default
+
+
+def _merges_from_scores(tokens: list[str], types: list[int],
+                        scores: Sequence[float]) -> list[tuple[str, str]]:
+    """BPE merges equivalent to sentencepiece's rule 'merge the pair whose union scores best'."""
+    normal = {t: i for i, t in reversed(list(enumerate(tokens))) if types[i] == _NORMAL}
+    ranked = []
+    for merged, i in normal.items():
+        for cut in range(1, len(merged)):
+            left, right = merged[:cut], merged[cut:]
+            if left in normal and right in normal:
+                ranked.append((-float(scores[i]), i, cut, left, right))
+    ranked.sort()
+    return [(left, right) for *_, left, right in ranked]
+
+
+def _gguf_spm(meta: dict[str, Any], tokens: list[str], types: list[int]) -> _TokenizersBackend:
+    scores = meta.get("tokenizer.ggml.scores") or [0.0] * len(tokens)
+    if len(scores) != len(tokens):
+        raise ValueError("GGUF tokenizer.ggml.scores and tokenizer.ggml.tokens differ in length")
+    unk = _gguf_token(meta, tokens, "unknown")
+    model = models.BPE(vocab=_first_ids(tokens), merges=_merges_from_scores(tokens, types, scores),
+                       unk_token=unk[0] if unk else None, fuse_unk=True,
+                       byte_fallback=_BYTE in types)
+    tok = tokenizers.Tokenizer(model)
+    prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
+    # llama.cpp escapes spaces as '▁' and adds a space prefix to every raw text fragment.
+    steps = [normalizers.Prepend("\u2581")] if prefix else []
+    tok.normalizer = normalizers.Sequence([*steps, normalizers.Replace(" ", "\u2581")])
+    strip = [decoders.Strip(" ", 1, 0)] if prefix else []
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
+                                     decoders.Fuse(), *strip])
+    _register_gguf_specials(tok, tokens, types)
+    return _TokenizersBackend(tok, "metaspace", tokens)

@@ -67,7 +67,7 @@ def iter_tensors(reader: GGUFReader, config: ModelConfig) -> Iterator[tuple[str,
             w = unpermute_rows(w, config.num_heads)
         elif name.endswith("k_proj.weight"):
             w = unpermute_rows(w, config.num_kv_heads)
-        yield name, torch.from_numpy(np.ascontiguousarray(w))
+        yield name, torch.from_numpy(np.array(w, copy=not w.flags.writeable))
 
 
 def end_of_generation_ids(meta: dict[str, Any], tokenizer: Tokenizer) -> frozenset[int]:
@@ -86,7 +86,7 @@ def end_of_generation_ids(meta: dict[str, Any], tokenizer: Tokenizer) -> frozens
 def load_gguf(path: Path, dtype: torch.dtype, device: torch.device) -> LoadedModel:
     try:
         reader = GGUFReader(path)
-    except (ValueError, OSError) as e:
+    except Exception as e:  # the reader fails in many ways on a corrupt file; name the file
         raise ValueError(f"{path} is not a readable GGUF file: {e}") from e
     meta = read_metadata(reader)
     names = {t.name for t in reader.tensors}
