@@ -139,7 +139,7 @@ class _SentencePieceBackend:
     """A sentencepiece model plus the added tokens of tokenizer_config.json."""
 
     def __init__(self, path: Path, added: dict[int, tuple[str, bool]], add_bos: bool,
-                 bos_id: int | None):
+                 bos_token: str | None):
         import sentencepiece
 
         self.sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
@@ -151,12 +151,12 @@ class _SentencePieceBackend:
         self._whole.update({content: i for i, (content, _) in added.items()})
         self._added_content = {i: content for i, (content, _) in added.items()}
         self._splitter = _whole_token_regex(self._whole)
-        self.add_bos, self.bos_id = add_bos, bos_id
         self.vocab_size = max([size, *(i + 1 for i in added)])
+        bos_id = self.token_to_id(bos_token) if bos_token is not None else None
+        self._bos = [bos_id] if add_bos and bos_id is not None else []
 
     def encode(self, text: str, add_special_tokens: bool) -> list[int]:
-        ids: list[int] = [self.bos_id] if add_special_tokens and self.add_bos and \
-            self.bos_id is not None else []
+        ids = list(self._bos) if add_special_tokens else []
         parts = self._splitter.split(text) if self._splitter else [text]
         for part in parts:
             if part in self._whole:
@@ -192,8 +192,8 @@ class _SentencePieceBackend:
         if token in self._whole:
             return self._whole[token]
         token_id = self.sp.piece_to_id(token)
-        return None if token_id == self.sp.unk_id() and token != self.sp.id_to_piece(
-            token_id) else token_id
+        # sentencepiece answers unk_id for unknown pieces.
+        return token_id if self.sp.id_to_piece(token_id) == token else None
 
     def token_bytes(self, token_id: int) -> bytes:
         piece = self.id_to_token(token_id) or ""
@@ -271,9 +271,9 @@ class Tokenizer:
         if (root / "tokenizer.json").is_file():
             backend: _Backend = _hf_json_backend(root / "tokenizer.json", config, added, bos, eos)
         elif (root / "tokenizer.model").is_file():
+            # HF's Llama tokenizer adds BOS unless the config says otherwise.
             backend = _SentencePieceBackend(root / "tokenizer.model", added,
-                                            bool(config.get("add_bos_token", True)), None)
-            backend.bos_id = _require_id(backend, bos, root)
+                                            bool(config.get("add_bos_token", True)), bos)
         else:
             raise FileNotFoundError(f"{root} has neither tokenizer.json nor tokenizer.model")
         return cls(backend, bos=_named(backend, bos, root), eos=_named(backend, eos, root),

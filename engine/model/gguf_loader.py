@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from gguf import GGUFReader, GGMLQuantizationType
+from gguf import GGMLQuantizationType as Q
 from gguf.quants import dequantize
 
 from engine.config import ModelConfig
+from engine.model.gguf_file import GGUFFile, TensorInfo
 from engine.model.loader import LoadedModel, copy_weights, empty_model
 from engine.tokenizer import Tokenizer
 
@@ -33,6 +34,7 @@ _LAYER = {
     "ffn_norm": "post_attention_layernorm",
 }
 # Control tokens that end a turn in the chat formats we know; llama.cpp stops on them too.
+_CHUNK_ELEMENTS = 1 << 22  # rows per dequantization step: ~16 MiB of float32
 _END_OF_GENERATION = {"<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "</s>"}
 
 
@@ -53,21 +55,33 @@ def unpermute_rows(w: np.ndarray, num_heads: int) -> np.ndarray:
     )
 
 
-def read_metadata(reader: GGUFReader) -> dict[str, Any]:
-    return {key: field.contents() for key, field in reader.fields.items()}
+def dequantized_rows(gf: GGUFFile, info: TensorInfo, start: int, stop: int) -> np.ndarray:
+    raw = gf.raw(info, start, stop)
+    if info.qtype in (Q.F32, Q.F16):
+        return raw.astype(np.float32)
+    return dequantize(raw, info.qtype)
 
 
-def iter_tensors(reader: GGUFReader, config: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
-    for t in reader.tensors:
-        name = hf_name(t.name)
+def iter_tensors(gf: GGUFFile, config: ModelConfig) -> Iterator[tuple[str, torch.Tensor, int]]:
+    """(HF name, a block of rows in float32, first row): big matrices go in chunks so that
+    the float32 temporaries stay small whatever the compute dtype."""
+    for info in gf.tensors:
+        name = hf_name(info.name)
         if name is None:
             continue
-        w = dequantize(t.data, GGMLQuantizationType(t.tensor_type)).astype(np.float32, copy=False)
-        if name.endswith("q_proj.weight"):
-            w = unpermute_rows(w, config.num_heads)
-        elif name.endswith("k_proj.weight"):
-            w = unpermute_rows(w, config.num_kv_heads)
-        yield name, torch.from_numpy(np.array(w, copy=not w.flags.writeable))
+        heads = {"q_proj": config.num_heads, "k_proj": config.num_kv_heads}.get(
+            name.split(".")[-2]
+        )
+        num_rows = gf.num_rows(info)
+        # Q/K rows are permuted within heads: keep them whole (they are small).
+        step = num_rows if heads else max(1, _CHUNK_ELEMENTS // info.shape[-1])
+        for start in range(0, num_rows, step):
+            w = dequantized_rows(gf, info, start, start + step).reshape(-1, *info.shape[1:])
+            if heads:
+                w = unpermute_rows(w, heads)
+            if len(info.shape) == 1:
+                w = w.reshape(info.shape)
+            yield name, torch.from_numpy(np.ascontiguousarray(w)), start
 
 
 def end_of_generation_ids(meta: dict[str, Any], tokenizer: Tokenizer) -> frozenset[int]:
@@ -85,16 +99,20 @@ def end_of_generation_ids(meta: dict[str, Any], tokenizer: Tokenizer) -> frozens
 
 def load_gguf(path: Path, dtype: torch.dtype, device: torch.device) -> LoadedModel:
     try:
-        reader = GGUFReader(path)
-    except Exception as e:  # the reader fails in many ways on a corrupt file; name the file
+        gf = GGUFFile(path)
+    except (ValueError, OSError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not a readable GGUF file: {e}") from e
-    meta = read_metadata(reader)
-    names = {t.name for t in reader.tensors}
-    config = ModelConfig.from_gguf_metadata(meta, has_output="output.weight" in names)
+    meta = gf.metadata
+    by_name = {t.name: t for t in gf.tensors}
+    config = ModelConfig.from_gguf_metadata(meta, has_output="output.weight" in by_name)
     model = empty_model(config, dtype, device)
-    copy_weights(model, iter_tensors(reader, config), path)
-    rope = next((t for t in reader.tensors if t.name == "rope_freqs.weight"), None)
-    if rope is not None:
-        model.rotary.reset(device, torch.from_numpy(np.array(rope.data, dtype=np.float32)))
+    try:
+        copy_weights(model, iter_tensors(gf, config), path)
+        if "rope_freqs.weight" in by_name:
+            info = by_name["rope_freqs.weight"]
+            factors = dequantized_rows(gf, info, 0, gf.num_rows(info))
+            model.rotary.reset(device, torch.from_numpy(factors.reshape(-1)))
+    finally:
+        gf.close()
     tokenizer = Tokenizer.from_gguf_metadata(meta)
     return LoadedModel(model, config, tokenizer, end_of_generation_ids(meta, tokenizer), path)

@@ -28,13 +28,13 @@ def safetensors_files(folder: Path) -> list[Path]:
     return files
 
 
-def iter_safetensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_safetensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor, int]]:
     """One tensor at a time from memory-mapped files, so nothing is held twice."""
     for file in files:
         try:
             with safe_open(str(file), framework="pt") as f:
                 for name in f.keys():
-                    yield name, f.get_tensor(name)
+                    yield name, f.get_tensor(name), 0
         except SafetensorError as e:
             raise ValueError(f"{file} is not a valid safetensors file: {e}") from e
 

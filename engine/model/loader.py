@@ -107,12 +107,16 @@ def param_target(hf_name: str, config: ModelConfig) -> tuple[str, slice | None] 
 
 
 def copy_weights(
-    model: LlamaForCausalLM, tensors: Iterable[tuple[str, torch.Tensor]], source: Path
+    model: LlamaForCausalLM, tensors: Iterable[tuple[str, torch.Tensor, int]], source: Path
 ) -> None:
-    """Copy HF-named tensors into the model; every parameter must be filled exactly."""
+    """Copy HF-named tensors into the model; every parameter must be filled exactly.
+
+    Each item is (name, rows of the tensor, index of the first row), so a loader may
+    stream a big matrix in blocks of rows.
+    """
     params = dict(model.named_parameters())
     filled: dict[str, int] = {}
-    for name, tensor in tensors:
+    for name, tensor, first_row in tensors:
         target = param_target(name, model.config)
         if target is None:
             continue
@@ -120,6 +124,8 @@ def copy_weights(
         if pname not in params:
             raise ValueError(f"{source}: unexpected tensor {name} for this config")
         dest = params[pname].data if rows is None else params[pname].data[rows]
+        if tensor.dim() > 1:
+            dest = dest[first_row : first_row + tensor.shape[0]]
         if tuple(dest.shape) != tuple(tensor.shape):
             raise ValueError(
                 f"{source}: tensor {name} has shape {tuple(tensor.shape)}, "
