@@ -214,7 +214,14 @@ def _whole_token_regex(tokens: Iterable[str]) -> re.Pattern[str] | None:
 
 
 class Tokenizer:
-    """Text <-> token ids, plus the special-token facts the engine and the server need."""
+    """Text <-> token ids, plus the special-token facts the engine and the server need.
+
+    Attributes: vocab_size; bos_token / bos_token_id, eos_token / eos_token_id, pad_token_id
+    (None when the model has none); add_bos_token (whether encode(..., add_special_tokens=True)
+    prepends BOS); chat_template (Jinja source or None); all_special_ids (control and special
+    added tokens, which decode(..., skip_special_tokens=True) drops).
+    Build one with `from_dir` or `from_gguf_metadata`.
+    """
 
     def __init__(self, backend: _Backend, *, bos: tuple[str, int] | None,
                  eos: tuple[str, int] | None, pad_token_id: int | None,
@@ -239,6 +246,7 @@ class Tokenizer:
         return self._backend.encode(text, add_special_tokens)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        ids = [int(i) for i in ids]  # numpy / torch integers are welcome too
         for token_id in ids:
             self._check_id(token_id)
         return self._backend.decode(ids, skip_special_tokens)
@@ -276,9 +284,11 @@ class Tokenizer:
                                             bool(config.get("add_bos_token", True)), bos)
         else:
             raise FileNotFoundError(f"{root} has neither tokenizer.json nor tokenizer.model")
+        pad_id = backend.token_to_id(pad) if pad is not None else None
+        if pad is not None and pad_id is None:  # padding is optional; do not refuse the model
+            logger.warning("%s: pad token %r is not in the vocabulary; ignoring it", root, pad)
         return cls(backend, bos=_named(backend, bos, root), eos=_named(backend, eos, root),
-                   pad_token_id=_require_id(backend, pad, root),
-                   chat_template=_dir_chat_template(root, config))
+                   pad_token_id=pad_id, chat_template=_dir_chat_template(root, config))
 
     @classmethod
     def from_gguf_metadata(cls, meta: dict[str, Any]) -> Tokenizer:
@@ -393,17 +403,12 @@ def _apply_config_bos_eos(tok: tokenizers.Tokenizer, config: dict[str, Any], bos
 
 
 def _named(backend: _Backend, token: str | None, root: Path) -> tuple[str, int] | None:
-    token_id = _require_id(backend, token, root)
-    return None if token is None or token_id is None else (token, token_id)
-
-
-def _require_id(backend: _Backend, token: str | None, root: Path) -> int | None:
     if token is None:
         return None
     token_id = backend.token_to_id(token)
     if token_id is None:
         raise ValueError(f"{root}: special token {token!r} is not in the vocabulary")
-    return token_id
+    return token, token_id
 
 
 # --- GGUF ------------------------------------------------------------------------------------
