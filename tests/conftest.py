@@ -14,18 +14,18 @@ REPO = Path(__file__).resolve().parent.parent
 # Shapes of the tiny checkpoints: a Llama-2-like one (MHA, untied) and a Llama-3.1-like one
 # (GQA, llama3 rope scaling, tied embeddings).
 TINY_CONFIGS: dict[str, dict] = {
-    "llama2": dict(
-        hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, rope_theta=10000.0, tie_word_embeddings=False,
-        max_position_embeddings=256, rms_norm_eps=1e-5,
-    ),
-    "llama31": dict(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=8,
-        num_key_value_heads=2, rope_theta=500000.0, tie_word_embeddings=True,
-        max_position_embeddings=256, rms_norm_eps=1e-5,
-        rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
-                          high_freq_factor=4.0, original_max_position_embeddings=32),
-    ),
+    "llama2": {
+        "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 4, "rope_theta": 10000.0, "tie_word_embeddings": False,
+        "max_position_embeddings": 256, "rms_norm_eps": 1e-5,
+    },
+    "llama31": {
+        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 8,
+        "num_key_value_heads": 2, "rope_theta": 500000.0, "tie_word_embeddings": True,
+        "max_position_embeddings": 256, "rms_norm_eps": 1e-5,
+        "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                          "high_freq_factor": 4.0, "original_max_position_embeddings": 32},
+    },
 }
 
 TOKENIZER_CORPUS = [

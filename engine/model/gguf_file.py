@@ -55,7 +55,7 @@ class GGUFFile:
         self.tensors = [TensorInfo(n, s, t, data_start + o) for n, s, t, o in raw]
         # Plain reads rather than a memory map: mapped pages would count against the
         # process until unmapped, and loading reads each byte once anyway.
-        self._file = open(path, "rb")
+        self._file = open(path, "rb")  # noqa: SIM115 -- held until close()
 
     def raw(self, info: TensorInfo, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of a tensor: typed for float types, bytes for quantized ones."""

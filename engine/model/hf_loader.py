@@ -33,7 +33,7 @@ def iter_safetensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor, int
     for file in files:
         try:
             with safe_open(str(file), framework="pt") as f:
-                for name in f.keys():
+                for name in f.keys():  # noqa: SIM118 -- safe_open is not a dict
                     yield name, f.get_tensor(name), 0
         except SafetensorError as e:
             raise ValueError(f"{file} is not a valid safetensors file: {e}") from e
