@@ -169,9 +169,16 @@ class EngineConfig:
     dtype: str = "float32"
     device: str = "cpu"
     seed: int = 0
-    max_model_len: int | None = None
+    max_model_len: int | None = None  # None: the model's own context length
     block_size: int = 16
-    kv_cache_bytes: int | None = None  # budget for the paged KV cache; None = enough for one max_model_len
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    enable_chunked_prefill: bool = True
+    enable_prefix_caching: bool = True
+    # KV cache budget: bytes on the CPU (None: 1 GiB); on CUDA the fraction of GPU memory
+    # the whole engine may use, the cache taking what the weights leave.
+    kv_cache_bytes: int | None = None
+    gpu_memory_utilization: float = 0.9
 
     def __post_init__(self) -> None:
         parse_dtype(self.dtype)
@@ -179,6 +186,15 @@ class EngineConfig:
             raise ValueError(f"block_size must be a power of two, got {self.block_size}")
         if self.max_model_len is not None and self.max_model_len <= 0:
             raise ValueError(f"max_model_len must be positive, got {self.max_model_len}")
+        for name in ("max_num_seqs", "max_num_batched_tokens"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.kv_cache_bytes is not None and self.kv_cache_bytes <= 0:
+            raise ValueError(f"kv_cache_bytes must be positive, got {self.kv_cache_bytes}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(
+                f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
+            )
 
 
 def blocks_needed(num_tokens: int, block_size: int) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch
@@ -10,21 +9,14 @@ import torch
 from engine.model.attention import AttentionMetadata
 from engine.model.llama import LlamaForCausalLM
 
-logger = logging.getLogger(__name__)
-
 
 @dataclass
-class ScheduledSequence:
+class SequenceChunk:
     """The slice of one sequence that this step computes."""
 
     token_ids: list[int]  # the new tokens whose K/V this step writes
     start_pos: int  # their first position (= tokens already in the cache)
     block_table: list[int]  # the KV blocks this sequence owns, in order
-
-
-def kv_bytes_per_token(model: LlamaForCausalLM, dtype: torch.dtype) -> int:
-    c = model.config
-    return 2 * c.num_layers * c.num_kv_heads * c.head_dim * torch.empty((), dtype=dtype).element_size()
 
 
 class ModelRunner:
@@ -42,13 +34,18 @@ class ModelRunner:
             (torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
             for _ in range(c.num_layers)
         ]
-        logger.info(
-            "KV cache: %d blocks x %d tokens = %d tokens, %.1f MiB",
-            num_blocks, block_size, num_blocks * block_size,
-            num_blocks * block_size * kv_bytes_per_token(model, dtype) / 2**20,
-        )
 
-    def prepare(self, seqs: list[ScheduledSequence]) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
+    def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
+        """Copy-on-write: give a sequence its own copy of a shared block, every layer."""
+        if not copies:
+            return
+        src = torch.tensor([s for s, _ in copies], device=self.device)
+        dst = torch.tensor([d for _, d in copies], device=self.device)
+        for k_cache, v_cache in self.kv_caches:
+            k_cache[dst] = k_cache[src]
+            v_cache[dst] = v_cache[src]
+
+    def prepare(self, seqs: list[SequenceChunk]) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
         """Flat input ids and positions for all sequences, plus where their K/V live."""
         bs = self.block_size
         input_ids: list[int] = []
@@ -78,7 +75,7 @@ class ModelRunner:
         return as_tensor(input_ids), as_tensor(positions), meta
 
     @torch.inference_mode()
-    def execute(self, seqs: list[ScheduledSequence]) -> torch.Tensor:
+    def execute(self, seqs: list[SequenceChunk]) -> torch.Tensor:
         """One forward over every scheduled token; float32 logits of each sequence's last token."""
         input_ids, positions, meta = self.prepare(seqs)
         hidden = self.model(input_ids, positions, self.kv_caches, meta)

@@ -1,14 +1,21 @@
-"""A request's state as it moves through the engine (pure Python, no torch)."""
+"""Requests and their sequences as they move through the engine (pure Python, no torch).
+
+A Request holds one prompt and its parameters; each parallel sample (`n`, `best_of`) is a
+Sequence with its own output tokens, KV block table and random stream. Only the first
+sequence is scheduled for the prompt; the others fork from it once the prompt is computed,
+sharing its KV blocks.
+"""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.sampling_params import SamplingParams
 
 
-class RequestStatus(enum.Enum):
+class SequenceStatus(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
     FINISHED_STOPPED = "finished_stopped"
@@ -22,51 +29,83 @@ class RequestStatus(enum.Enum):
     @property
     def finish_reason(self) -> str | None:
         return {
-            RequestStatus.FINISHED_STOPPED: "stop",
-            RequestStatus.FINISHED_LENGTH: "length",
-            RequestStatus.FINISHED_ABORTED: "abort",
+            SequenceStatus.FINISHED_STOPPED: "stop",
+            SequenceStatus.FINISHED_LENGTH: "length",
+            SequenceStatus.FINISHED_ABORTED: "abort",
         }.get(self)
 
 
-@dataclass
-class Request:
-    """One sequence being generated: prompt, sampled tokens so far and why it ended."""
+@dataclass(eq=False)
+class Sequence:
+    """One sample being generated: tokens so far, KV blocks, and why it ended."""
 
-    request_id: str
-    prompt_token_ids: list[int]
-    params: SamplingParams
-    max_model_len: int
+    seq_id: int
+    request: Request
+    index: int  # which sample of its request
     output_token_ids: list[int] = field(default_factory=list)
-    status: RequestStatus = RequestStatus.WAITING
+    status: SequenceStatus = SequenceStatus.WAITING
     stop_reason: str | int | None = None
     num_computed_tokens: int = 0  # tokens whose K/V are in the cache
+    block_table: list[int] = field(default_factory=list)
+    generator: Any = None  # the engine's per-sequence random stream (seeded requests)
+    detokenizer: Any = None
+    logprobs: list[Any] | None = None
+    cumulative_logprob: float = 0.0
+
+    @property
+    def prompt_token_ids(self) -> list[int]:
+        return self.request.prompt_token_ids
+
+    @property
+    def params(self) -> SamplingParams:
+        return self.request.params
 
     @property
     def all_token_ids(self) -> list[int]:
-        return self.prompt_token_ids + self.output_token_ids
+        return self.request.prompt_token_ids + self.output_token_ids
 
     @property
     def num_tokens(self) -> int:
-        return len(self.prompt_token_ids) + len(self.output_token_ids)
+        return len(self.request.prompt_token_ids) + len(self.output_token_ids)
 
-    def check_stop(self, eos_token_ids: frozenset[int]) -> bool:
+    def check_stop(self, eos_token_ids: frozenset[int], max_model_len: int) -> bool:
         """After a token was appended: decide whether generation ends, and why."""
         token = self.output_token_ids[-1]
         num_out = len(self.output_token_ids)
-        if num_out >= self.params.min_tokens:
-            if token in self.params.stop_token_ids:
-                return self._finish(RequestStatus.FINISHED_STOPPED, token)
-            if token in eos_token_ids and not self.params.ignore_eos:
-                return self._finish(RequestStatus.FINISHED_STOPPED, None)
-        max_tokens = self.params.max_tokens
-        if (max_tokens is not None and num_out >= max_tokens) or self.num_tokens >= self.max_model_len:
-            return self._finish(RequestStatus.FINISHED_LENGTH, None)
+        params = self.params
+        if num_out >= params.min_tokens:
+            if token in params.stop_token_ids:
+                return self.finish(SequenceStatus.FINISHED_STOPPED, token)
+            if token in eos_token_ids and not params.ignore_eos:
+                return self.finish(SequenceStatus.FINISHED_STOPPED, None)
+        if (params.max_tokens is not None and num_out >= params.max_tokens) or (
+            self.num_tokens >= max_model_len
+        ):
+            return self.finish(SequenceStatus.FINISHED_LENGTH, None)
         return False
 
-    def stop_on_string(self, stop: str) -> None:
-        self._finish(RequestStatus.FINISHED_STOPPED, stop)
-
-    def _finish(self, status: RequestStatus, reason: str | int | None) -> bool:
+    def finish(self, status: SequenceStatus, reason: str | int | None = None) -> bool:
         self.status = status
         self.stop_reason = reason
         return True
+
+
+@dataclass(eq=False)
+class Request:
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    arrival: float = 0.0
+    seqs: list[Sequence] = field(default_factory=list)
+    forked: bool = False  # whether the other samples have forked from the first
+    num_cached_tokens: int = 0  # prompt tokens served from the prefix cache
+    hide_logprobs: bool = False  # computed for best_of ranking only, not asked for
+
+    @property
+    def num_samples(self) -> int:
+        return self.params.best_of or self.params.n
+
+    @property
+    def finished(self) -> bool:
+        return all(s.status.finished for s in self.seqs)

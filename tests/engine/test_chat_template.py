@@ -15,7 +15,7 @@ from engine.chat_template import (
     fallback_template,
     render_chat,
 )
-from tests.engine.test_tokenizer import CHATML, train_byte_level_bpe, write_hf_dir
+from tests.engine.tokenizer_fixtures import CHATML, train_byte_level_bpe, write_hf_dir
 
 CONVERSATIONS: list[list[dict[str, Any]]] = [
     [{"role": "user", "content": "Hi"}],

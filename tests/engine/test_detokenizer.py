@@ -12,7 +12,7 @@ import pytest
 
 from engine.detokenizer import IncrementalDetokenizer
 from engine.tokenizer import Tokenizer
-from tests.engine.test_tokenizer import (
+from tests.engine.tokenizer_fixtures import (
     spm_gguf_meta,
     train_byte_level_bpe,
     train_sentencepiece,

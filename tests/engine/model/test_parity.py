@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from engine.model.loader import load_model
-from engine.model_runner import ModelRunner, ScheduledSequence
+from engine.model_runner import ModelRunner, SequenceChunk
 
 PROMPT = [5, 17, 42, 99, 3, 250, 7, 7, 120, 64, 1, 300]
 
@@ -15,7 +15,7 @@ PROMPT = [5, 17, 42, 99, 3, 250, 7, 7, 120, 64, 1, 300]
 def our_logits(runner: ModelRunner, ids: list[int]) -> torch.Tensor:
     """Logits at every position of one sequence, from a single prefill."""
     input_ids, positions, meta = runner.prepare(
-        [ScheduledSequence(ids, 0, list(range(runner.num_blocks)))]
+        [SequenceChunk(ids, 0, list(range(runner.num_blocks)))]
     )
     with torch.inference_mode():
         hidden = runner.model(input_ids, positions, runner.kv_caches, meta)
@@ -53,7 +53,7 @@ def test_greedy_tokens_match_transformers(tiny_llama: Path) -> None:
     ours: list[int] = []
     new, pos = PROMPT, 0
     for _ in range(32):
-        logits = runner.execute([ScheduledSequence(new, pos, table)])
+        logits = runner.execute([SequenceChunk(new, pos, table)])
         pos += len(new)
         ours.append(int(logits[0].argmax()))
         new = [ours[-1]]
@@ -67,9 +67,9 @@ def test_batched_sequences_match_single(tiny_llama: Path) -> None:
     alone_a = our_logits(runner, a)[-1]
     alone_b = our_logits(runner, b)[-1]
     # a: prefill all but the last token into blocks 0-1, then decode it beside b's prefill.
-    runner.execute([ScheduledSequence(a[:-1], 0, [0, 1])])
+    runner.execute([SequenceChunk(a[:-1], 0, [0, 1])])
     both = runner.execute(
-        [ScheduledSequence(a[-1:], len(a) - 1, [0, 1]), ScheduledSequence(b, 0, [4, 5])]
+        [SequenceChunk(a[-1:], len(a) - 1, [0, 1]), SequenceChunk(b, 0, [4, 5])]
     )
     assert torch.allclose(both[0], alone_a, atol=1e-4)
     assert torch.allclose(both[1], alone_b, atol=1e-4)

@@ -1,0 +1,241 @@
+"""Iteration-level scheduling: which sequences run this step, and how many tokens each.
+
+Pure Python policy over the BlockManager. Every step has a token budget
+(`max_num_batched_tokens`) and a sequence cap (`max_num_seqs`). Running sequences go first,
+oldest first (decodes and unfinished prompt chunks); waiting ones are admitted FCFS while
+budget and blocks last. A long prompt is cut into chunks across steps (chunked prefill).
+When blocks run out, the newest running sequence is preempted: its blocks are freed and it
+goes back to the head of the queue to recompute prompt + output later (same tokens, since
+its random stream is its own).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from engine.block_manager import BlockCopy, BlockManager, NoFreeBlocks
+from engine.request import Request, Sequence, SequenceStatus
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    max_model_len: int
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    enable_chunked_prefill: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class ScheduledSequence:
+    seq: Sequence
+    num_new_tokens: int
+
+    @property
+    def start_pos(self) -> int:
+        return self.seq.num_computed_tokens
+
+    @property
+    def completes(self) -> bool:
+        """Whether this step reaches the sequence's last token, so it samples a new one."""
+        return self.seq.num_computed_tokens + self.num_new_tokens == self.seq.num_tokens
+
+
+@dataclass
+class SchedulerOutput:
+    scheduled: list[ScheduledSequence] = field(default_factory=list)
+    blocks_to_copy: list[BlockCopy] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)
+
+    @property
+    def num_batched_tokens(self) -> int:
+        return sum(s.num_new_tokens for s in self.scheduled)
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig, block_manager: BlockManager) -> None:
+        self.config = config
+        self.bm = block_manager
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.num_preemptions = 0
+
+    # ---- admission -----------------------------------------------------------------------
+
+    def check_fits(self, num_prompt_tokens: int) -> None:
+        """Reject, up front, a prompt that could never be scheduled."""
+        capacity = self.bm.num_blocks * self.bm.block_size
+        if num_prompt_tokens + 1 > capacity:
+            raise ValueError(
+                f"prompt has {num_prompt_tokens} tokens but the KV cache holds only {capacity}"
+            )
+        budget = self.config.max_num_batched_tokens
+        if not self.config.enable_chunked_prefill and num_prompt_tokens > budget:
+            raise ValueError(
+                f"prompt has {num_prompt_tokens} tokens, more than max_num_batched_tokens "
+                f"({budget}) with chunked prefill off"
+            )
+
+    def add_request(self, request: Request) -> None:
+        self.check_fits(len(request.prompt_token_ids))
+        self.waiting.append(request.seqs[0])  # the other samples fork from it later
+
+    @property
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    # ---- one step ------------------------------------------------------------------------
+
+    def schedule(self) -> SchedulerOutput:
+        out = SchedulerOutput()
+        budget = self._schedule_running(out, self.config.max_num_batched_tokens)
+        if not out.preempted:  # memory is tight when we just preempted: admit nobody
+            self._schedule_waiting(out, budget)
+        return out
+
+    def _chunk(self, seq: Sequence, num_computed: int, budget: int) -> int:
+        """New tokens to compute for `seq` within `budget`; 0 if it must wait."""
+        num_new = seq.num_tokens - num_computed
+        if self.config.enable_chunked_prefill:
+            return min(num_new, budget)
+        return num_new if num_new <= budget else 0
+
+    def _schedule_running(self, out: SchedulerOutput, budget: int) -> int:
+        i = 0
+        while i < len(self.running) and budget > 0:
+            seq = self.running[i]
+            num_new = self._chunk(seq, seq.num_computed_tokens, budget)
+            if num_new == 0:
+                i += 1
+                continue
+            if not self._allocate_or_preempt(seq, num_new, out):
+                break  # seq itself was preempted; it was the last running one
+            out.scheduled.append(ScheduledSequence(seq, num_new))
+            budget -= num_new
+            i += 1
+        return budget
+
+    def _allocate_or_preempt(self, seq: Sequence, num_new: int, out: SchedulerOutput) -> bool:
+        while True:
+            try:
+                out.blocks_to_copy += self.bm.allocate_slots(
+                    seq.block_table, seq.num_computed_tokens, num_new
+                )
+                return True
+            except NoFreeBlocks:
+                victim = self.running.pop()  # the newest
+                self._preempt(victim)
+                out.preempted.append(victim)
+                if victim is seq:
+                    return False
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.bm.free_table(seq.block_table)
+        seq.num_computed_tokens = 0
+        seq.status = SequenceStatus.WAITING
+        self.waiting.appendleft(seq)
+        self.num_preemptions += 1
+
+    def _schedule_waiting(self, out: SchedulerOutput, budget: int) -> None:
+        while self.waiting and budget > 0:
+            seq = self.waiting[0]
+            slots = 1 if seq.request.forked else seq.request.num_samples
+            if self.running and len(self.running) + slots > self.config.max_num_seqs:
+                return
+            hits = self.bm.find_cached_prefix(seq.all_token_ids)
+            # Even a full hit recomputes the last token: its logits are needed.
+            num_cached = min(len(hits) * self.bm.block_size, seq.num_tokens - 1)
+            num_new = self._chunk(seq, num_cached, budget)
+            if num_new == 0:
+                return
+            self.bm.take(hits)
+            table = list(hits)
+            try:
+                copies = self.bm.allocate_slots(table, num_cached, num_new)
+            except NoFreeBlocks:
+                self.bm.free_table(table)
+                if not self.running and not out.scheduled:
+                    self._drop_unfittable(seq)  # alone it cannot fit: it never will
+                    continue
+                return
+            self.waiting.popleft()
+            seq.block_table, seq.num_computed_tokens = table, num_cached
+            seq.status = SequenceStatus.RUNNING
+            if not seq.output_token_ids:
+                seq.request.num_cached_tokens = num_cached
+            self.running.append(seq)
+            out.blocks_to_copy += copies
+            out.scheduled.append(ScheduledSequence(seq, num_new))
+            budget -= num_new
+
+    def _drop_unfittable(self, seq: Sequence) -> None:
+        self.waiting.popleft()
+        seq.finish(SequenceStatus.FINISHED_LENGTH)
+
+    # ---- after the step ------------------------------------------------------------------
+
+    def update_from_output(
+        self,
+        out: SchedulerOutput,
+        sampled: dict[Sequence, list[int]],
+        eos_token_ids: frozenset[int],
+    ) -> list[Sequence]:
+        """Advance computed counts, append sampled tokens (forking parallel samples), stop.
+
+        `sampled[seq]` holds one token, or for a request's first sequence finishing its
+        prompt, one token per sample. Returns every sequence that got a new token.
+        """
+        updated: list[Sequence] = []
+        for item in out.scheduled:
+            seq = item.seq
+            seq.num_computed_tokens += item.num_new_tokens
+            self.bm.register_full_blocks(seq.block_table, seq.all_token_ids, seq.num_computed_tokens)
+            tokens = sampled.get(seq)
+            if not tokens:
+                continue
+            targets = [seq]
+            if not seq.request.forked:
+                targets = self._fork(seq) if len(tokens) > 1 else targets
+                seq.request.forked = True
+            for target, token in zip(targets, tokens, strict=True):
+                target.output_token_ids.append(token)
+                updated.append(target)
+                if target.check_stop(eos_token_ids, self.config.max_model_len):
+                    self._release(target)
+        return updated
+
+    def _fork(self, leader: Sequence) -> list[Sequence]:
+        """The request's other samples share the leader's prompt blocks from now on."""
+        siblings = [s for s in leader.request.seqs if s is not leader]
+        at = self.running.index(leader) + 1
+        for s in siblings:
+            s.block_table = self.bm.fork(leader.block_table)
+            s.num_computed_tokens = leader.num_computed_tokens
+            s.output_token_ids = list(leader.output_token_ids)
+            s.status = SequenceStatus.RUNNING
+        self.running[at:at] = siblings
+        return [leader, *siblings]
+
+    def finish(self, seq: Sequence, status: SequenceStatus, reason: str | int | None = None) -> None:
+        """End a sequence from outside (a stop string matched, an abort)."""
+        if seq.status.finished:
+            return
+        seq.finish(status, reason)
+        self._release(seq)
+
+    def abort_seqs(self, seqs: Iterable[Sequence]) -> None:
+        for seq in seqs:
+            self.finish(seq, SequenceStatus.FINISHED_ABORTED)
+
+    def _release(self, seq: Sequence) -> None:
+        if seq in self.running:
+            self.running.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        self.bm.free_table(seq.block_table)
