@@ -1,11 +1,15 @@
 """The inference engine; the public API is re-exported here."""
 
+from engine.async_engine import AsyncEngine
+from engine.config import EngineConfig
 from engine.llm import LLM
 from engine.outputs import CompletionOutput, Logprob, PositionLogprobs, RequestOutput
 from engine.sampling_params import SamplingParams
 
 __all__ = [
     "LLM",
+    "AsyncEngine",
+    "EngineConfig",
     "CompletionOutput",
     "Logprob",
     "PositionLogprobs",

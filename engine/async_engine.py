@@ -1,0 +1,150 @@
+"""AsyncEngine: a background step loop serving many concurrent async streams.
+
+The model step runs in a worker thread (torch releases the GIL), so the event loop stays
+free for I/O. Requests and aborts are queued and applied between steps, on the loop's
+thread, so the engine's state is only ever touched by one thread at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from engine.config import EngineConfig
+from engine.engine_core import EngineCore
+from engine.outputs import RequestOutput
+from engine.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    prompt: str | None
+
+
+class AsyncEngine:
+    def __init__(self, config: EngineConfig | EngineCore) -> None:
+        self.core = config if isinstance(config, EngineCore) else EngineCore(config)
+        self._streams: dict[str, asyncio.Queue[RequestOutput | BaseException]] = {}
+        self._to_add: list[_Pending] = []
+        self._to_abort: list[str] = []
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-step")
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def tokenizer(self):  # noqa: ANN201 -- the engine's Tokenizer
+        return self.core.tokenizer
+
+    # ---- public API ----------------------------------------------------------------------
+
+    def add_request(
+        self, request_id: str, prompt_ids: list[int], params: SamplingParams,
+        prompt: str | None = None,
+    ) -> AsyncIterator[RequestOutput]:
+        """Queue a request; iterate the result for its outputs (each one cumulative).
+
+        Bad prompts and parameters raise ValueError here, before anything is queued.
+        Closing the iterator early (a client went away) aborts the request.
+        """
+        if request_id in self._streams:
+            raise ValueError(f"request_id {request_id!r} is already in use")
+        self.core.check_prompt(prompt_ids)
+        params.check_vocab(self.core.model_config.vocab_size)
+        queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+        self._streams[request_id] = queue
+        self._to_add.append(_Pending(request_id, list(prompt_ids), params, prompt))
+        self._ensure_running()
+        return self._stream(request_id, queue)
+
+    def abort(self, request_id: str) -> None:
+        """End a request at any stage; its KV blocks return to the pool before the next step."""
+        if request_id in self._streams:
+            self._to_abort.append(request_id)
+            self._wakeup.set()
+
+    async def shutdown(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self._executor.shutdown(wait=True)
+
+    @property
+    def num_active(self) -> int:
+        return len(self._streams)
+
+    # ---- internals -----------------------------------------------------------------------
+
+    async def _stream(
+        self, request_id: str, queue: asyncio.Queue[RequestOutput | BaseException]
+    ) -> AsyncIterator[RequestOutput]:
+        finished = False
+        try:
+            while not finished:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                finished = item.finished
+                yield item
+        finally:
+            if not finished:
+                self.abort(request_id)
+
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+        self._wakeup.set()
+
+    def _apply_pending(self) -> None:
+        for request_id in self._to_abort:
+            out = self.core.abort_request(request_id)
+            queue = self._streams.pop(request_id, None)
+            if queue is not None and out is not None:
+                queue.put_nowait(out)
+        self._to_abort.clear()
+        for p in self._to_add:
+            if p.request_id not in self._streams:
+                continue  # aborted before it was ever queued
+            try:
+                self.core.add_request(p.request_id, p.prompt_ids, p.params, p.prompt)
+            except ValueError as e:
+                self._streams.pop(p.request_id).put_nowait(e)
+        self._to_add.clear()
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._apply_pending()
+            if not self.core.has_unfinished():
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            try:
+                outputs = await loop.run_in_executor(self._executor, self.core.step)
+            except Exception as e:  # a bug: fail every stream, keep serving new ones
+                logger.exception("engine step failed")
+                self._fail_all(e)
+                continue
+            for out in outputs:
+                queue = self._streams.get(out.request_id)
+                if queue is not None:
+                    queue.put_nowait(out)
+                    if out.finished:
+                        del self._streams[out.request_id]
+
+    def _fail_all(self, error: Exception) -> None:
+        for request_id, queue in list(self._streams.items()):
+            self.core.abort_request(request_id)
+            queue.put_nowait(RuntimeError(f"engine step failed: {error}"))
+        self._streams.clear()
