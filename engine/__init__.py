@@ -9,8 +9,8 @@ from engine.sampling_params import SamplingParams
 __all__ = [
     "LLM",
     "AsyncEngine",
-    "EngineConfig",
     "CompletionOutput",
+    "EngineConfig",
     "Logprob",
     "PositionLogprobs",
     "RequestOutput",

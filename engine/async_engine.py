@@ -40,7 +40,7 @@ class AsyncEngine:
         self._task: asyncio.Task[None] | None = None
 
     @property
-    def tokenizer(self):  # noqa: ANN201 -- the engine's Tokenizer
+    def tokenizer(self):
         return self.core.tokenizer
 
     # ---- public API ----------------------------------------------------------------------
@@ -107,20 +107,19 @@ class AsyncEngine:
         self._wakeup.set()
 
     def _apply_pending(self) -> None:
+        # Adds first, so that an abort of a request not yet queued still finds it.
+        for p in self._to_add:
+            try:
+                self.core.add_request(p.request_id, p.prompt_ids, p.params, p.prompt)
+            except ValueError as e:
+                self._streams.pop(p.request_id).put_nowait(e)
+        self._to_add.clear()
         for request_id in self._to_abort:
             out = self.core.abort_request(request_id)
             queue = self._streams.pop(request_id, None)
             if queue is not None and out is not None:
                 queue.put_nowait(out)
         self._to_abort.clear()
-        for p in self._to_add:
-            if p.request_id not in self._streams:
-                continue  # aborted before it was ever queued
-            try:
-                self.core.add_request(p.request_id, p.prompt_ids, p.params, p.prompt)
-            except ValueError as e:
-                self._streams.pop(p.request_id).put_nowait(e)
-        self._to_add.clear()
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -3,9 +3,10 @@
 Pure Python policy; the model runner owns the tensors these block ids index.
 
 Prefix caching: once a block is full, its key is a hash chained over the previous block's
-key and this block's token ids, so equal keys mean equal prefixes. A lookup verifies the
-stored token ids too (a hash collision must never serve wrong K/V). A freed block keeps its
-key and stays findable until the free list hands it out again (least recently freed first).
+prefix id and this block's token ids. A hit is verified against both the stored token ids
+and the stored parent prefix id, so it is exact: a hash collision can never serve K/V that
+was computed after another prefix. A freed block keeps its key and stays findable until
+the free list hands it out again (least recently freed first).
 
 Copy-on-write: parallel samples of one prompt share its blocks; the first write into a
 shared, partly filled block gets the writer its own copy (the runner copies the K/V).
@@ -13,6 +14,7 @@ shared, partly filled block gets the writer its own copy (the runner copies the 
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +28,11 @@ class Block:
     ref_count: int = 0
     key: int | None = None  # prefix-cache key once full and registered
     token_ids: tuple[int, ...] = ()  # the tokens behind `key`, to verify hits
+    parent: int = -1  # prefix id of the block before it (-1: first block), to verify hits
+    prefix_id: int = -1  # unique id of the prefix ending here, while registered
+
+
+_NO_PARENT = -1
 
 
 class NoFreeBlocks(Exception):
@@ -41,6 +48,7 @@ class BlockManager:
         self.blocks = [Block(i) for i in range(num_blocks)]
         self.free: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
         self.cached: dict[int, int] = {}  # key -> block id
+        self._prefix_ids = itertools.count()
 
     @property
     def num_blocks(self) -> int:
@@ -56,38 +64,55 @@ class BlockManager:
 
     # ---- prefix cache --------------------------------------------------------------------
 
-    def block_key(self, prev_key: int | None, token_ids: Sequence[int]) -> int:
-        return hash((prev_key, tuple(token_ids)))
+    def block_key(self, parent: int, token_ids: Sequence[int]) -> int:
+        return hash((parent, tuple(token_ids)))
+
+    def _lookup(self, parent: int, chunk: tuple[int, ...]) -> Block | None:
+        """The registered block holding `chunk` right after prefix `parent`, verified."""
+        block_id = self.cached.get(self.block_key(parent, chunk))
+        if block_id is None:
+            return None
+        block = self.blocks[block_id]
+        return block if block.token_ids == chunk and block.parent == parent else None
 
     def find_cached_prefix(self, token_ids: Sequence[int]) -> list[int]:
         """Blocks already holding the longest run of full leading blocks of `token_ids`."""
         if not self.enable_prefix_caching:
             return []
         found: list[int] = []
-        key = None
+        parent = _NO_PARENT
         bs = self.block_size
         for start in range(0, len(token_ids) - bs + 1, bs):
-            chunk = tuple(token_ids[start : start + bs])
-            key = self.block_key(key, chunk)
-            block_id = self.cached.get(key)
-            if block_id is None or self.blocks[block_id].token_ids != chunk:
+            block = self._lookup(parent, tuple(token_ids[start : start + bs]))
+            if block is None:
                 break
-            found.append(block_id)
+            found.append(block.block_id)
+            parent = block.prefix_id
         return found
 
     def register_full_blocks(self, table: list[int], token_ids: Sequence[int], num_computed: int) -> None:
         """Make every full, computed block of a sequence findable by later requests."""
         if not self.enable_prefix_caching:
             return
-        key = None
+        parent = _NO_PARENT
         bs = self.block_size
         for i in range(num_computed // bs):
             block = self.blocks[table[i]]
+            if block.key is not None:
+                parent = block.prefix_id
+                continue
             chunk = tuple(token_ids[i * bs : (i + 1) * bs])
-            key = self.block_key(key, chunk)
-            if block.key is None and key not in self.cached:
-                block.key, block.token_ids = key, chunk
-                self.cached[key] = block.block_id
+            key = self.block_key(parent, chunk)
+            if key in self.cached:
+                twin = self._lookup(parent, chunk)
+                if twin is None:
+                    return  # a colliding key holds other content: stop registering here
+                parent = twin.prefix_id  # the same prefix is cached in another block
+                continue
+            block.key, block.token_ids, block.parent = key, chunk, parent
+            block.prefix_id = next(self._prefix_ids)
+            self.cached[key] = block.block_id
+            parent = block.prefix_id
 
     # ---- allocation ----------------------------------------------------------------------
 
@@ -105,6 +130,7 @@ class BlockManager:
         if block.key is not None:  # evict the cached prefix it held
             del self.cached[block.key]
             block.key, block.token_ids = None, ()
+            block.parent = block.prefix_id = _NO_PARENT
         block.ref_count = 1
         return block_id
 

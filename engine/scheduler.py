@@ -84,6 +84,11 @@ class Scheduler:
 
     def add_request(self, request: Request) -> None:
         self.check_fits(len(request.prompt_token_ids))
+        if request.num_samples > self.config.max_num_seqs:
+            raise ValueError(
+                f"the request asks for {request.num_samples} samples (n / best_of) but "
+                f"max_num_seqs is {self.config.max_num_seqs}"
+            )
         self.waiting.append(request.seqs[0])  # the other samples fork from it later
 
     @property
@@ -100,11 +105,19 @@ class Scheduler:
         return out
 
     def _chunk(self, seq: Sequence, num_computed: int, budget: int) -> int:
-        """New tokens to compute for `seq` within `budget`; 0 if it must wait."""
+        """New tokens to compute for `seq` within `budget`; 0 if it must wait.
+
+        A preempted sequence may recompute in chunks even with chunked prefill off: its
+        prompt plus outputs can exceed the budget that its prompt alone fitted.
+        """
         num_new = seq.num_tokens - num_computed
-        if self.config.enable_chunked_prefill:
+        if self.config.enable_chunked_prefill or seq.output_token_ids:
             return min(num_new, budget)
         return num_new if num_new <= budget else 0
+
+    def _slots_in_use(self) -> int:
+        """Running sequences, counting a request not yet forked as all its samples."""
+        return sum(1 if s.request.forked else s.request.num_samples for s in self.running)
 
     def _schedule_running(self, out: SchedulerOutput, budget: int) -> int:
         i = 0
@@ -145,8 +158,11 @@ class Scheduler:
     def _schedule_waiting(self, out: SchedulerOutput, budget: int) -> None:
         while self.waiting and budget > 0:
             seq = self.waiting[0]
+            if self.bm.blocks_for(seq.num_tokens + 1) > self.bm.num_blocks:
+                self._drop_unfittable(seq)  # it outgrew the whole pool: it can never run
+                continue
             slots = 1 if seq.request.forked else seq.request.num_samples
-            if self.running and len(self.running) + slots > self.config.max_num_seqs:
+            if self._slots_in_use() + slots > self.config.max_num_seqs:
                 return
             hits = self.bm.find_cached_prefix(seq.all_token_ids)
             # Even a full hit recomputes the last token: its logits are needed.
@@ -160,9 +176,6 @@ class Scheduler:
                 copies = self.bm.allocate_slots(table, num_cached, num_new)
             except NoFreeBlocks:
                 self.bm.free_table(table)
-                if not self.running and not out.scheduled:
-                    self._drop_unfittable(seq)  # alone it cannot fit: it never will
-                    continue
                 return
             self.waiting.popleft()
             seq.block_table, seq.num_computed_tokens = table, num_cached

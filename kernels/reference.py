@@ -49,6 +49,13 @@ def write_kv_cache(
     v_cache.view(num_blocks * block_size, *v_cache.shape[2:])[slot_mapping] = v
 
 
+def gather_context(cache: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
+    """The first `length` cached positions of one sequence: [length, kv_heads, head_dim]."""
+    block_size = cache.shape[1]
+    blocks = block_table[: -(-length // block_size)]
+    return cache[blocks].flatten(0, 1)[:length]
+
+
 def paged_attention(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -62,29 +69,54 @@ def paged_attention(
 
     q: [num_tokens, num_heads, head_dim], sequences packed back to back as query_start_loc
     says. The last `q_len` of a sequence's `context_len` positions are its new tokens, so
-    query j attends to keys [0, context_len - q_len + j].
+    query j attends to keys [0, context_len - q_len + j]. Single-token (decode) sequences
+    are batched into one padded call; the others go one by one.
     """
-    block_size = k_cache.shape[1]
-    num_heads, num_kv_heads = q.shape[1], k_cache.shape[2]
     out = torch.empty_like(q)
+    q_lens = [query_start_loc[i + 1] - query_start_loc[i] for i in range(len(context_lens))]
+    decode = [i for i, n in enumerate(q_lens) if n == 1]
+    if decode:
+        rows = torch.tensor([query_start_loc[i] for i in decode], device=q.device)
+        out[rows] = _decode_attention(
+            q[rows], k_cache, v_cache, block_tables[decode], [context_lens[i] for i in decode], scale
+        )
     for i, ctx in enumerate(context_lens):
+        if q_lens[i] == 1:
+            continue
         start, end = query_start_loc[i], query_start_loc[i + 1]
-        q_len = end - start
-        num_blocks = -(-ctx // block_size)
-        blocks = block_tables[i, :num_blocks]
-        k = k_cache[blocks].reshape(-1, num_kv_heads, k_cache.shape[-1])[:ctx]
-        v = v_cache[blocks].reshape(-1, num_kv_heads, v_cache.shape[-1])[:ctx]
-        if num_heads != num_kv_heads:  # GQA: each KV head serves a group of query heads
-            k = k.repeat_interleave(num_heads // num_kv_heads, dim=1)
-            v = v.repeat_interleave(num_heads // num_kv_heads, dim=1)
-        q_pos = torch.arange(ctx - q_len, ctx, device=q.device)
+        k = gather_context(k_cache, block_tables[i], ctx)
+        v = gather_context(v_cache, block_tables[i], ctx)
+        q_pos = torch.arange(ctx - q_lens[i], ctx, device=q.device)
         mask = torch.arange(ctx, device=q.device)[None, :] <= q_pos[:, None]
         o = F.scaled_dot_product_attention(
-            q[start:end].transpose(0, 1),
-            k.transpose(0, 1),
-            v.transpose(0, 1),
-            attn_mask=mask,
-            scale=scale,
+            q[start:end].transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1),
+            attn_mask=mask, scale=scale, enable_gqa=True,
         )
         out[start:end] = o.transpose(0, 1)
     return out
+
+
+def _decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: list[int],
+    scale: float,
+) -> torch.Tensor:
+    """One query per sequence over its context, all sequences in one padded SDPA call.
+
+    q: [batch, num_heads, head_dim] -> [batch, num_heads, head_dim].
+    """
+    block_size = k_cache.shape[1]
+    max_len = max(context_lens)
+    tables = block_tables[:, : -(-max_len // block_size)]
+    k = k_cache[tables].flatten(1, 2)  # [batch, padded_len, kv_heads, head_dim]
+    v = v_cache[tables].flatten(1, 2)
+    lens = torch.tensor(context_lens, device=q.device)
+    mask = torch.arange(k.shape[1], device=q.device)[None, :] < lens[:, None]
+    o = F.scaled_dot_product_attention(
+        q[:, :, None, :], k.transpose(1, 2), v.transpose(1, 2),
+        attn_mask=mask[:, None, None, :], scale=scale, enable_gqa=True,
+    )
+    return o[:, :, 0, :]
