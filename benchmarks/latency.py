@@ -35,7 +35,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    llm = LLM(args.model, dtype=args.dtype, device=args.device)
+    # No prefix cache: every repeat must compute its prompt again.
+    llm = LLM(args.model, dtype=args.dtype, device=args.device, enable_prefix_caching=False)
     vocab = llm.model_config.vocab_size
     prompt = [(i * 7919 + 13) % vocab for i in range(args.prompt_len)]  # fixed, not random
     timed(llm, prompt, 2)  # warm-up
@@ -46,8 +47,8 @@ def main() -> None:
     t_prefill, t_total = statistics.median(prefill), statistics.median(total)
     prompt_tps = args.prompt_len / t_prefill
     decode_tps = (args.decode_len - 1) / (t_total - t_prefill)
-    params = sum(p.numel() for p in llm.runner.model.parameters())
-    weight_bytes = sum(p.numel() * p.element_size() for p in llm.runner.model.parameters())
+    params = sum(p.numel() for p in llm.engine.runner.model.parameters())
+    weight_bytes = sum(p.numel() * p.element_size() for p in llm.engine.runner.model.parameters())
     record = {
         "benchmark": "latency",
         "model": args.model, "dtype": args.dtype, "parameters": params,

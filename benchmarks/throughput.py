@@ -94,8 +94,11 @@ def summarize(elapsed: float, timings: list[Timing], workload: list[tuple[list[i
 
 
 async def main_async(args: argparse.Namespace) -> None:
+    # Prefix caching off by default: the sequential pass reuses the batched pass's prompts,
+    # and cached prompts would flatter it.
     config = EngineConfig(args.model, dtype=args.dtype, device=args.device,
-                          max_num_seqs=args.num_requests, max_model_len=args.max_model_len)
+                          max_num_seqs=args.num_requests, max_model_len=args.max_model_len,
+                          enable_prefix_caching=args.prefix_caching)
     engine = AsyncEngine(config)
     workload = make_workload(args, engine.core.model_config.vocab_size)
     await run_batched(engine, workload[:2], "warm-up")
@@ -108,7 +111,7 @@ async def main_async(args: argparse.Namespace) -> None:
     record = {
         "benchmark": "throughput", "model": args.model, "dtype": args.dtype,
         "num_requests": args.num_requests, "prompt_len": args.prompt_len,
-        "output_len": args.output_len, "seed": args.seed,
+        "output_len": args.output_len, "seed": args.seed, "prefix_caching": args.prefix_caching,
         "batched": batched, "sequential": sequential,
         "speedup_output_tokens_per_s": (
             round(batched["output_tokens_per_s"] / sequential["output_tokens_per_s"], 2)
@@ -133,6 +136,7 @@ def main() -> None:
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-sequential", action="store_true")
+    parser.add_argument("--prefix-caching", action="store_true", help="enable the prefix cache")
     asyncio.run(main_async(parser.parse_args()))
 
 

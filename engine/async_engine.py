@@ -3,6 +3,10 @@
 The model step runs in a worker thread (torch releases the GIL), so the event loop stays
 free for I/O. Requests and aborts are queued and applied between steps, on the loop's
 thread, so the engine's state is only ever touched by one thread at a time.
+
+All torch work, loading included, happens on that one worker thread: each thread that runs
+parallel CPU ops gets its own OpenMP team, and a second team competing with the first's
+spinning threads made every matmul ~3x slower (measured on the 2-core CI machine).
 """
 
 from __future__ import annotations
@@ -30,13 +34,13 @@ class _Pending:
 
 
 class AsyncEngine:
-    def __init__(self, config: EngineConfig | EngineCore) -> None:
-        self.core = config if isinstance(config, EngineCore) else EngineCore(config)
+    def __init__(self, config: EngineConfig) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-step")
+        self.core = self._executor.submit(EngineCore, config).result()
         self._streams: dict[str, asyncio.Queue[RequestOutput | BaseException]] = {}
         self._to_add: list[_Pending] = []
         self._to_abort: list[str] = []
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-step")
         self._task: asyncio.Task[None] | None = None
 
     @property

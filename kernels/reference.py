@@ -49,6 +49,9 @@ def write_kv_cache(
     v_cache.view(num_blocks * block_size, *v_cache.shape[2:])[slot_mapping] = v
 
 
+DECODE_GROUP = 8  # decode sequences per padded attention call
+
+
 def gather_context(cache: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
     """The first `length` cached positions of one sequence: [length, kv_heads, head_dim]."""
     block_size = cache.shape[1]
@@ -74,26 +77,46 @@ def paged_attention(
     """
     out = torch.empty_like(q)
     q_lens = [query_start_loc[i + 1] - query_start_loc[i] for i in range(len(context_lens))]
-    decode = [i for i, n in enumerate(q_lens) if n == 1]
-    if decode:
-        rows = torch.tensor([query_start_loc[i] for i in decode], device=q.device)
+    # Decodes sorted by context length and padded in groups: less padding to gather.
+    decode = sorted((i for i, n in enumerate(q_lens) if n == 1), key=lambda i: context_lens[i])
+    for g in range(0, len(decode), DECODE_GROUP):
+        group = decode[g : g + DECODE_GROUP]
+        rows = torch.tensor([query_start_loc[i] for i in group], device=q.device)
         out[rows] = _decode_attention(
-            q[rows], k_cache, v_cache, block_tables[decode], [context_lens[i] for i in decode], scale
+            q[rows], k_cache, v_cache, block_tables[group], [context_lens[i] for i in group], scale
         )
     for i, ctx in enumerate(context_lens):
-        if q_lens[i] == 1:
-            continue
-        start, end = query_start_loc[i], query_start_loc[i + 1]
-        k = gather_context(k_cache, block_tables[i], ctx)
-        v = gather_context(v_cache, block_tables[i], ctx)
-        q_pos = torch.arange(ctx - q_lens[i], ctx, device=q.device)
+        if q_lens[i] > 1:
+            start, end = query_start_loc[i], query_start_loc[i + 1]
+            out[start:end] = _prefill_attention(
+                q[start:end], k_cache, v_cache, block_tables[i], ctx, scale
+            )
+    return out
+
+
+def _prefill_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    ctx: int,
+    scale: float,
+) -> torch.Tensor:
+    """A chunk of q_len new queries, the last of `ctx` positions: [q_len, heads, head_dim]."""
+    q_len = q.shape[0]
+    k = gather_context(k_cache, block_table, ctx).transpose(0, 1)
+    v = gather_context(v_cache, block_table, ctx).transpose(0, 1)
+    if q_len == ctx:  # a whole prompt: plain causal, which lets SDPA pick a fused kernel
+        o = F.scaled_dot_product_attention(
+            q.transpose(0, 1), k, v, is_causal=True, scale=scale, enable_gqa=True
+        )
+    else:
+        q_pos = torch.arange(ctx - q_len, ctx, device=q.device)
         mask = torch.arange(ctx, device=q.device)[None, :] <= q_pos[:, None]
         o = F.scaled_dot_product_attention(
-            q[start:end].transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1),
-            attn_mask=mask, scale=scale, enable_gqa=True,
+            q.transpose(0, 1), k, v, attn_mask=mask, scale=scale, enable_gqa=True
         )
-        out[start:end] = o.transpose(0, 1)
-    return out
+    return o.transpose(0, 1)
 
 
 def _decode_attention(

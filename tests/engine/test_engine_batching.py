@@ -132,15 +132,15 @@ def test_seeded_sampling_ignores_batch_company(tiny_llama: Path, workload) -> No
 
 
 def test_abort_at_each_stage_frees_blocks(tiny_llama: Path) -> None:
-    llm = LLM(str(tiny_llama), max_num_batched_tokens=16, max_num_seqs=2)
+    llm = LLM(str(tiny_llama), max_num_batched_tokens=16, max_num_seqs=3)
     engine = llm.engine
     bm = engine.block_manager
     start = bm.num_free_blocks
     params = SamplingParams(temperature=0, max_tokens=30, ignore_eos=True)
     engine.add_request("decoding", list(range(3, 20)), params)
     engine.add_request("prefilling", list(range(3, 60)), params)
-    engine.add_request("waiting", list(range(3, 10)), params)
     engine.add_request("forked", list(range(3, 12)), SamplingParams(n=3, max_tokens=30))
+    engine.add_request("waiting", list(range(3, 10)), params)  # FCFS: behind "forked"
     for _ in range(3):
         engine.step()
     stages = {r.request_id: r.seqs[0].status.value for r in engine.requests.values()}
