@@ -16,13 +16,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.json_file import read_json
 from engine.tokenizer_backends import Backend, set_template_processor
 from engine.tokenizer_gguf import gguf_backend, gguf_special_ids, gguf_token, gguf_vocab
 from engine.tokenizer_hf import (
     dir_chat_template,
     hf_backend,
     named_token,
-    read_json,
     special_token_names,
 )
 

@@ -7,32 +7,19 @@ chat_template.json), and the backend: tokenizer.json, else a sentencepiece token
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import tokenizers
 from tokenizers import AddedToken
 
+from engine.json_file import read_json
 from engine.tokenizer_backends import (
     Backend,
     SentencePieceBackend,
     TokenizersBackend,
     set_template_processor,
 )
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object file; {} when the file does not exist."""
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
-    if isinstance(data, dict):
-        return data
-    raise ValueError(f"{path} must hold a JSON object")
 
 
 def special_token_names(root: Path,

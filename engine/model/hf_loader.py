@@ -9,7 +9,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from engine.config import ModelConfig
-from engine.model.loader import LoadedModel, copy_weights, empty_model, read_json
+from engine.json_file import read_json
+from engine.model.loader import LoadedModel, copy_weights, empty_model
 from engine.tokenizer import Tokenizer
 
 

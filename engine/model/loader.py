@@ -7,7 +7,6 @@ memory stays near the model's size rather than twice it.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -155,10 +154,3 @@ def copy_weights(
     missing = [n for n, p in params.items() if filled.get(n, 0) != p.numel()]
     if missing:
         raise ValueError(f"{source}: checkpoint lacks tensors for {', '.join(missing[:5])}")
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
