@@ -73,3 +73,21 @@ def test_batched_sequences_match_single(tiny_llama: Path) -> None:
     )
     assert torch.allclose(both[0], alone_a, atol=1e-4)
     assert torch.allclose(both[1], alone_b, atol=1e-4)
+
+
+def test_sharded_and_half_precision_checkpoints(tiny_llama: Path, tmp_path: Path) -> None:
+    """An index + several shards, stored in bfloat16, loads to the same logits as the
+    single float32 file (up to bfloat16 rounding of the weights)."""
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(tiny_llama, torch_dtype=torch.bfloat16)
+    sharded = tmp_path / "sharded"
+    model.save_pretrained(sharded, max_shard_size="40KB")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (sharded / name).write_bytes((tiny_llama / name).read_bytes())
+    assert (sharded / "model.safetensors.index.json").exists()
+    assert len(list(sharded.glob("*.safetensors"))) > 2
+    ours = our_logits(make_runner(sharded), PROMPT)
+    with torch.no_grad():  # the reference: the same bfloat16 weights, computed in float32
+        expected = model.float()(torch.tensor([PROMPT])).logits[0]
+    assert (ours - expected).abs().max().item() < 1e-4
