@@ -12,12 +12,15 @@ import functools
 import json
 from collections.abc import Collection
 from datetime import datetime
-from typing import Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 import jinja2
 from jinja2 import nodes
 from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+if TYPE_CHECKING:
+    from engine.tokenizer import Tokenizer
 
 
 class ChatTemplateError(ValueError):
@@ -101,6 +104,23 @@ def render_chat(
         raise
     except (jinja2.TemplateError, TypeError, AttributeError, KeyError, IndexError) as exc:
         raise ChatTemplateError(f"chat template failed to render: {exc}") from exc
+
+
+def render_for_tokenizer(
+    tokenizer: Tokenizer,
+    messages: list[dict[str, Any]],
+    add_generation_prompt: bool = True,
+    tools: list[dict[str, Any]] | None = None,
+    chat_template: str | None = None,
+) -> str:
+    """Render with the checkpoint's template (or `chat_template`), else a built-in fallback."""
+    template = chat_template or tokenizer.chat_template
+    if template is None:
+        template = fallback_template({tokenizer.id_to_token(i) for i in tokenizer.all_special_ids})
+    return render_chat(
+        template, messages, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token,
+        add_generation_prompt=add_generation_prompt, tools=tools,
+    )
 
 
 def validate_messages(messages: Any) -> list[dict[str, Any]]:

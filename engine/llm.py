@@ -8,7 +8,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from engine.chat_template import fallback_template, render_chat
+from engine.chat_template import render_for_tokenizer
 from engine.config import EngineConfig
 from engine.engine_core import EngineCore
 from engine.outputs import RequestOutput
@@ -42,13 +42,8 @@ class LLM:
         tools: list[dict[str, Any]] | None = None,
         chat_template: str | None = None,
     ) -> str:
-        tok = self.tokenizer
-        template = chat_template or tok.chat_template
-        if template is None:
-            template = fallback_template({tok.id_to_token(i) for i in tok.all_special_ids})
-        return render_chat(
-            template, messages, bos_token=tok.bos_token, eos_token=tok.eos_token,
-            add_generation_prompt=add_generation_prompt, tools=tools,
+        return render_for_tokenizer(
+            self.tokenizer, messages, add_generation_prompt, tools, chat_template
         )
 
     def generate(

@@ -1,0 +1,58 @@
+"""The OpenAI error envelope, raised as APIError anywhere in a handler."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+
+class APIError(Exception):
+    """An error the client caused (or a capacity limit): becomes the envelope, never a 500."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",  # noqa: A002 -- the protocol's field name
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param,
+                          "code": self.code}}
+
+    def response(self) -> web.Response:
+        return web.Response(
+            status=self.status, text=json.dumps(self.body()), content_type="application/json",
+            headers=self.headers,
+        )
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, "invalid_request_error", param, code)
+
+
+def model_not_found(name: str) -> APIError:
+    return APIError(404, f"The model `{name}` does not exist", "invalid_request_error", "model",
+                    "model_not_found")
+
+
+def context_length_exceeded(prompt_tokens: int, max_tokens: int, limit: int) -> APIError:
+    return APIError(
+        400,
+        f"This model's maximum context length is {limit} tokens. However, you requested "
+        f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} "
+        "in the completion). Please reduce the length of the messages or completion.",
+        "invalid_request_error", "messages", "context_length_exceeded",
+    )
