@@ -15,7 +15,7 @@ class APIError(Exception):
         self,
         status: int,
         message: str,
-        type: str = "invalid_request_error",  # noqa: A002 -- the protocol's field name
+        type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
