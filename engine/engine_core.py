@@ -134,8 +134,9 @@ class EngineCore:
     def step(self) -> list[RequestOutput]:
         """Run one iteration; outputs of every request that advanced (finished ones too)."""
         sched = self.scheduler.schedule()
+        dropped = {seq.request for seq in sched.dropped}
         if not sched.scheduled:
-            return self._collect_finished_without_progress()
+            return self._outputs(dropped)
         self.runner.copy_blocks(sched.blocks_to_copy)
         chunks = [
             SequenceChunk(
@@ -152,7 +153,7 @@ class EngineCore:
         self.stats.generated_tokens += len(updated)
         for seq in updated:
             self._after_token(seq, logprobs.get(seq))
-        return self._outputs({seq.request for seq in updated})
+        return self._outputs({seq.request for seq in updated} | dropped)
 
     def _sample(
         self, sched: SchedulerOutput, logits: torch.Tensor
@@ -196,11 +197,6 @@ class EngineCore:
                 seq.finish(SequenceStatus.FINISHED_STOPPED, detok.stop_reason)
             else:
                 self.scheduler.finish(seq, SequenceStatus.FINISHED_STOPPED, detok.stop_reason)
-
-    def _collect_finished_without_progress(self) -> list[RequestOutput]:
-        """Sequences the scheduler dropped (they could never fit) still need an answer."""
-        done = [r for r in self.requests.values() if r.finished]
-        return self._outputs(set(done))
 
     # ---- outputs -------------------------------------------------------------------------
 

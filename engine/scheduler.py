@@ -52,6 +52,7 @@ class SchedulerOutput:
     scheduled: list[ScheduledSequence] = field(default_factory=list)
     blocks_to_copy: list[BlockCopy] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
+    dropped: list[Sequence] = field(default_factory=list)  # finished: can never fit the pool
 
     @property
     def num_batched_tokens(self) -> int:
@@ -159,7 +160,7 @@ class Scheduler:
         while self.waiting and budget > 0:
             seq = self.waiting[0]
             if self.bm.blocks_for(seq.num_tokens + 1) > self.bm.num_blocks:
-                self._drop_unfittable(seq)  # it outgrew the whole pool: it can never run
+                self._drop_unfittable(seq, out)  # it outgrew the whole pool: it can never run
                 continue
             slots = 1 if seq.request.forked else seq.request.num_samples
             if self._slots_in_use() + slots > self.config.max_num_seqs:
@@ -187,9 +188,10 @@ class Scheduler:
             out.scheduled.append(ScheduledSequence(seq, num_new))
             budget -= num_new
 
-    def _drop_unfittable(self, seq: Sequence) -> None:
+    def _drop_unfittable(self, seq: Sequence, out: SchedulerOutput) -> None:
         self.waiting.popleft()
         seq.finish(SequenceStatus.FINISHED_LENGTH)
+        out.dropped.append(seq)
 
     # ---- after the step ------------------------------------------------------------------
 

@@ -159,3 +159,17 @@ def test_abort_at_each_stage_frees_blocks(tiny_llama: Path) -> None:
     assert not engine.has_unfinished()
     assert bm.num_free_blocks == start
     bm.check_invariants([])
+
+
+def test_sequence_outgrowing_the_cache_ends_with_length(tiny_llama: Path) -> None:
+    """A 4-block cache (64 tokens) cannot hold 10 + 200 tokens: the request ends early with
+    `length` and is still reported, beside a short request that finishes normally."""
+    llm = LLM(str(tiny_llama), kv_cache_bytes=4 * block_bytes(tiny_llama))
+    long_params = SamplingParams(temperature=0, max_tokens=200, ignore_eos=True)
+    short_params = SamplingParams(temperature=0, max_tokens=5, ignore_eos=True)
+    long, short = llm.generate([list(range(3, 13)), [7, 8, 9]], [long_params, short_params])
+    assert long.finished and long.outputs[0].finish_reason == "length"
+    # Every token but the last sampled one needs a slot in the 64-token cache.
+    assert 10 + len(long.outputs[0].token_ids) - 1 <= 64
+    assert short.outputs[0].token_ids and len(short.outputs[0].token_ids) == 5
+    assert llm.engine.block_manager.num_free_blocks == 4
