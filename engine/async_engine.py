@@ -16,11 +16,14 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
+from engine.chat_template import render_for_tokenizer
 from engine.config import EngineConfig
 from engine.engine_core import EngineCore
 from engine.outputs import RequestOutput
 from engine.sampling_params import SamplingParams
+from engine.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +47,49 @@ class AsyncEngine:
         self._task: asyncio.Task[None] | None = None
 
     @property
-    def tokenizer(self):
+    def tokenizer(self) -> Tokenizer:
         return self.core.tokenizer
+
+    @property
+    def max_model_len(self) -> int:
+        return self.core.max_model_len
+
+    def apply_chat_template(
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+        chat_template: str | None = None,
+    ) -> str:
+        """The prompt text for a conversation (raises ValueError for malformed messages)."""
+        return render_for_tokenizer(self.tokenizer, messages, add_generation_prompt, tools,
+                                    chat_template)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.core.scheduler.running)
+
+    @property
+    def num_waiting(self) -> int:
+        """Sequences queued in the scheduler plus requests not yet handed to it."""
+        return len(self.core.scheduler.waiting) + len(self._to_add)
+
+    @property
+    def kv_cache_usage(self) -> float:
+        bm = self.core.block_manager
+        return 1.0 - bm.num_free_blocks / bm.num_blocks
+
+    def summary(self) -> dict[str, Any]:
+        """What the server logs at start-up for this model."""
+        core = self.core
+        return {
+            "parameters": sum(p.numel() for p in core.runner.model.parameters()),
+            "dtype": core.config.dtype,
+            "device": str(core.device),
+            "kv_blocks": core.block_manager.num_blocks,
+            "kv_tokens": core.block_manager.num_blocks * core.block_manager.block_size,
+            "max_model_len": core.max_model_len,
+        }
 
     # ---- public API ----------------------------------------------------------------------
 

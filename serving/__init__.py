@@ -1,0 +1,1 @@
+"""OpenAI-compatible HTTP server over the engine: `python -m serving`, or make_app(state)."""

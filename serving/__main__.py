@@ -1,0 +1,139 @@
+"""`python -m serving --model M [--model M2 ...]`: load the engines and serve the OpenAI API.
+
+The port opens first and answers /health with 503 while the models load, so a supervisor
+can tell "loading" from "dead". SIGINT/SIGTERM: stop accepting, give in-flight requests
+settings.shutdown_grace_s to finish, cancel the rest (which aborts them in the engine), shut
+the engines down, exit 0. Exit codes: 2 for bad input (flags, a model that cannot load),
+1 when the port cannot be opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from engine import AsyncEngine
+from serving.app import make_app
+from serving.cli import (
+    CLIError,
+    EngineSummary,
+    ServePlan,
+    engine_summary,
+    parse_args,
+)
+from serving.state import ServedModel, ServerState
+
+logger = logging.getLogger("serving")
+
+
+def startup_line(served: ServedModel, s: EngineSummary) -> str:
+    aliases = f" (aliases: {', '.join(served.aliases)})" if served.aliases else ""
+    fallback = f", fallback {served.fallback}" if served.fallback else ""
+    return (f"model {served.name}{aliases}: {s.parameters / 1e6:.2f}M parameters, dtype "
+            f"{s.dtype} on {s.device}, KV cache {s.kv_blocks} blocks = {s.kv_tokens} tokens, "
+            f"max_model_len {s.max_model_len}{fallback}")
+
+
+async def load_models(plan: ServePlan, engines: list[AsyncEngine]) -> list[ServedModel]:
+    """Build every engine off the event loop (loading blocks for seconds); `engines` collects
+    them as they come, so that a failure or a signal midway can still shut them down."""
+    served = []
+    for spec in plan.models:
+        logger.info("loading %s as %s", spec.config.model, spec.names[0])
+        engine = await asyncio.to_thread(AsyncEngine, spec.config)
+        engines.append(engine)
+        served.append(ServedModel(spec.names[0], engine, engine.max_model_len,
+                                  aliases=spec.names[1:], fallback=plan.fallbacks.get(
+                                      spec.names[0])))
+    check_fallbacks(served)
+    for model in served:
+        logger.info(startup_line(model, engine_summary(model.engine)))
+    return served
+
+
+def check_fallbacks(served: list[ServedModel]) -> None:
+    by_name = {m.name: m for m in served}
+    for model in served:
+        if model.fallback is None:
+            continue
+        longer = by_name[model.fallback]
+        if longer.max_model_len <= model.max_model_len:
+            raise CLIError(f"--fallback {model.name}={longer.name}: {longer.name}'s context "
+                           f"({longer.max_model_len}) is not longer than {model.name}'s "
+                           f"({model.max_model_len})")
+
+
+def install_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def wait_loaded(load: asyncio.Task[list[ServedModel]], stop: asyncio.Event) -> bool:
+    """True when the models loaded; False when a signal came first (loading is abandoned)."""
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({load, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if load.done():
+        load.result()  # re-raises a loading error
+        return True
+    load.cancel()  # the loading thread itself runs on; its engine is never used
+    with contextlib.suppress(asyncio.CancelledError):
+        await load
+    return False
+
+
+async def serve(plan: ServePlan) -> int:
+    state = ServerState(models=[], settings=plan.settings, ready=False)
+    runner = web.AppRunner(make_app(state), handler_cancellation=True, access_log=None,
+                           shutdown_timeout=plan.settings.shutdown_grace_s)
+    await runner.setup()
+    engines: list[AsyncEngine] = []
+    try:
+        site = web.TCPSite(runner, plan.host, plan.port)
+        try:
+            await site.start()
+        except OSError as e:
+            print(f"error: cannot listen on {plan.host}:{plan.port}: {e}", file=sys.stderr)
+            return 1
+        stop = asyncio.Event()
+        install_signals(stop)
+        load = asyncio.create_task(load_models(plan, engines))
+        try:
+            if not await wait_loaded(load, stop):
+                logger.info("signal received while loading; exiting")
+                return 0
+        except (CLIError, FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        state.models, state.ready = load.result(), True
+        logger.info("serving %d model(s) on http://%s:%d", len(engines), plan.host, plan.port)
+        await stop.wait()
+        logger.info("shutting down: finishing in-flight requests (up to %.0fs)",
+                    plan.settings.shutdown_grace_s)
+        return 0
+    finally:
+        state.ready = False  # requests on kept-alive connections get 503 from here on
+        await runner.cleanup()  # closes the socket, drains, then cancels what is left
+        for engine in engines:
+            await engine.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        plan = parse_args(argv)
+    except CLIError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=plan.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(serve(plan))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Command line of `python -m serving`, in the style of `vllm serve`, turned into a ServePlan.
+
+Everything that can be checked without loading a model is checked here and raised as
+CLIError (exit code 2): alias lists, duplicate names, fallback rules, engine settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass
+
+from engine import AsyncEngine, EngineConfig
+from serving.state import ServerSettings
+
+API_KEY_ENV = "ENGINE_API_KEY"
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_SIZE = re.compile(r"(\d+)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
+
+
+class CLIError(ValueError):
+    """Bad command-line input: reported on one line, exit code 2."""
+
+
+@dataclass
+class ModelSpec:
+    names: list[str]  # names[0] is the model's id; the rest are aliases
+    config: EngineConfig
+
+
+@dataclass
+class ServePlan:
+    models: list[ModelSpec]
+    fallbacks: dict[str, str]  # short model id -> long model id
+    settings: ServerSettings
+    host: str
+    port: int
+    log_level: str = "info"
+
+
+def byte_size(text: str) -> int:
+    """'1073741824', '512MiB', '2G' -> bytes (binary units)."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r} (e.g. 2GiB, 512M)")
+    return int(match.group(1)) << (10 * " KMGT".index(match.group(2).upper() or " "))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m serving",
+                                description="OpenAI-compatible HTTP server for the engine")
+    p.add_argument("--model", action="append", help="registered name, HF-style folder or .gguf "
+                   f"file; repeat to serve several (default: {DEFAULT_MODEL})")
+    p.add_argument("--served-model-name", action="append", default=[], metavar="NAMES",
+                   help="comma-separated names for the i-th --model; the first is its id")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
+                   help=f"Bearer key required on /v1/*, /tokenize, /detokenize "
+                   f"(default: ${API_KEY_ENV})")
+    e = p.add_argument_group("engine (applies to every --model)")
+    e.add_argument("--max-model-len", type=int)
+    e.add_argument("--max-num-seqs", type=int)
+    e.add_argument("--max-num-batched-tokens", type=int)
+    e.add_argument("--dtype")
+    e.add_argument("--device")
+    e.add_argument("--kv-cache-bytes", type=byte_size, help="KV cache budget on the CPU")
+    e.add_argument("--gpu-memory-utilization", type=float)
+    e.add_argument("--seed", type=int)
+    s = p.add_argument_group("server")
+    s.add_argument("--fallback", action="append", default=[], metavar="SHORT=LONG",
+                   help="prompts longer than SHORT's context go to LONG (served names)")
+    s.add_argument("--max-waiting-requests", type=int,
+                   default=ServerSettings.max_waiting_requests)
+    s.add_argument("--max-body-bytes", type=byte_size, default=ServerSettings.max_body_bytes)
+    s.add_argument("--shutdown-grace", type=float, default=ServerSettings.shutdown_grace_s,
+                   help="seconds in-flight requests get to finish on SIGINT/SIGTERM")
+    s.add_argument("--log-prompts", action="store_true", help="log prompts (off: privacy)")
+    s.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error", "critical"])
+    return p
+
+
+ENGINE_FLAGS = ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "dtype", "device",
+                "kv_cache_bytes", "gpu_memory_utilization", "seed")
+
+
+def engine_config(model: str, args: argparse.Namespace) -> EngineConfig:
+    # Only flags the user gave are passed, so EngineConfig keeps the one copy of the defaults.
+    given = {k: getattr(args, k) for k in ENGINE_FLAGS if getattr(args, k) is not None}
+    try:
+        return EngineConfig(model, **given)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+
+
+def model_specs(args: argparse.Namespace) -> list[ModelSpec]:
+    paths: list[str] = args.model or [DEFAULT_MODEL]
+    if len(args.served_model_name) > len(paths):
+        raise CLIError(f"{len(args.served_model_name)} --served-model-name given for "
+                       f"{len(paths)} --model")
+    specs, seen = [], set()
+    for i, path in enumerate(paths):
+        raw = args.served_model_name[i] if i < len(args.served_model_name) else path
+        names = [n.strip() for n in raw.split(",") if n.strip()]
+        if not names:
+            raise CLIError(f"--served-model-name {raw!r} holds no name")
+        for name in names:
+            if name in seen:
+                raise CLIError(f"model name {name!r} is used twice")
+            seen.add(name)
+        specs.append(ModelSpec(names, engine_config(path, args)))
+    return specs
+
+
+def fallback_rules(rules: list[str], specs: list[ModelSpec]) -> dict[str, str]:
+    """SHORT=LONG (any served name or alias) -> {short id: long id}."""
+    ids = {name: spec.names[0] for spec in specs for name in spec.names}
+    out: dict[str, str] = {}
+    for rule in rules:
+        short, sep, long = (part.strip() for part in rule.partition("="))
+        if not sep or not short or not long:
+            raise CLIError(f"--fallback {rule!r} must look like SHORT=LONG")
+        for name in (short, long):
+            if name not in ids:
+                raise CLIError(f"--fallback {rule!r}: {name!r} is not a served model "
+                               f"(served: {', '.join(ids)})")
+        if ids[short] == ids[long]:
+            raise CLIError(f"--fallback {rule!r}: both names are the same model")
+        if ids[short] in out:
+            raise CLIError(f"--fallback: {short!r} has two fallbacks")
+        out[ids[short]] = ids[long]
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> ServePlan:
+    args = build_parser().parse_args(argv)
+    for flag in ("max_waiting_requests", "max_body_bytes"):
+        if getattr(args, flag) <= 0:
+            raise CLIError(f"--{flag.replace('_', '-')} must be positive")
+    if args.shutdown_grace < 0:
+        raise CLIError("--shutdown-grace must not be negative")
+    if not 0 <= args.port <= 65535:
+        raise CLIError(f"--port {args.port} is not a TCP port")
+    specs = model_specs(args)
+    settings = ServerSettings(api_key=args.api_key or None,
+                              max_body_bytes=args.max_body_bytes,
+                              max_waiting_requests=args.max_waiting_requests,
+                              log_prompts=args.log_prompts,
+                              shutdown_grace_s=args.shutdown_grace)
+    return ServePlan(specs, fallback_rules(args.fallback, specs), settings, args.host,
+                     args.port, args.log_level)
+
+
+@dataclass(frozen=True)
+class EngineSummary:
+    """What the start-up line reports about one loaded engine."""
+
+    parameters: int
+    dtype: str
+    device: str
+    kv_blocks: int
+    kv_tokens: int
+    max_model_len: int
+
+
+def engine_summary(engine: AsyncEngine) -> EngineSummary:
+    return EngineSummary(**engine.summary())

@@ -1,0 +1,43 @@
+"""GET /v1/models and /v1/models/{id}: OpenAI's model objects, one per name and alias."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from serving.state import ServedModel, ServerState
+
+
+def model_card(served: ServedModel, model_id: str) -> dict[str, Any]:
+    card: dict[str, Any] = {
+        "id": model_id,
+        "object": "model",
+        "created": served.created,
+        "owned_by": "engine",
+        "max_model_len": served.max_model_len,
+    }
+    if model_id != served.name:
+        card["root"] = served.name  # an alias says which model answers it
+    if served.fallback is not None:
+        card["fallback"] = served.fallback
+    return card
+
+
+def model_cards(state: ServerState) -> list[dict[str, Any]]:
+    """Every name a request may use, the model's own name first."""
+    return [
+        model_card(served, model_id)
+        for served in state.models
+        for model_id in [served.name, *served.aliases]
+    ]
+
+
+async def list_models(request: web.Request, state: ServerState) -> web.Response:
+    return web.json_response({"object": "list", "data": model_cards(state)})
+
+
+async def get_model(request: web.Request, state: ServerState) -> web.Response:
+    model_id = request.match_info["model_id"]
+    served = state.resolve(model_id)  # 404 model_not_found envelope for an unknown id
+    return web.json_response(model_card(served, model_id))
