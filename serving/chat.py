@@ -1,0 +1,120 @@
+"""POST /v1/chat/completions: a conversation in, the assistant's answer out (or streamed)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any
+
+from aiohttp import web
+
+from engine import CompletionOutput, PositionLogprobs, RequestOutput
+from serving.errors import bad_request
+from serving.generation import (
+    ChoiceDelta,
+    DeltaTracker,
+    Generation,
+    PromptInput,
+    ResponseMeta,
+    collect,
+    finite,
+    json_response,
+    start_generation,
+    stream_response,
+)
+from serving.protocol import ChatCompletionRequest, parse_request
+from serving.state import ServedModel, ServerState
+
+CHUNK = "chat.completion.chunk"
+
+
+def render_chat(served: ServedModel, messages: list[dict[str, Any]]) -> PromptInput:
+    """The conversation through the model's chat template, tokenized."""
+    try:
+        text = served.engine.apply_chat_template(messages, add_generation_prompt=True)
+    except ValueError as e:  # malformed messages, or the template refused them
+        raise bad_request(str(e), "messages") from None
+    # The template already wrote BOS and the other special tokens where the model wants them.
+    return PromptInput(served.engine.tokenizer.encode(text, add_special_tokens=False), text)
+
+
+def _top(lp: Any) -> dict[str, Any]:
+    return {"token": lp.token, "logprob": finite(lp.logprob), "bytes": list(lp.bytes)}
+
+
+def chat_logprobs(positions: list[PositionLogprobs] | None) -> dict[str, Any] | None:
+    """OpenAI's chat shape: {content: [{token, logprob, bytes, top_logprobs}]}."""
+    if positions is None:
+        return None
+    return {"content": [{**_top(p.chosen), "top_logprobs": [_top(t) for t in p.top]}
+                        for p in positions]}
+
+
+def chat_choice(out: CompletionOutput) -> dict[str, Any]:
+    return {
+        "index": out.index,
+        "message": {"role": "assistant", "content": out.text},
+        "logprobs": chat_logprobs(out.logprobs),
+        "finish_reason": out.finish_reason,
+        "stop_reason": out.stop_reason,
+    }
+
+
+def chat_response(meta: ResponseMeta, final: RequestOutput,
+                  usage: dict[str, Any]) -> dict[str, Any]:
+    return {**meta.base("chat.completion"), "choices": [chat_choice(o) for o in final.outputs],
+            "usage": usage, "system_fingerprint": None}
+
+
+def chat_chunk(meta: ResponseMeta, index: int, delta: dict[str, Any], include_usage: bool,
+               logprobs: dict[str, Any] | None = None, finish_reason: str | None = None,
+               stop_reason: str | int | None = None) -> dict[str, Any]:
+    chunk = {**meta.base(CHUNK), "system_fingerprint": None,
+             "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
+                          "finish_reason": finish_reason, "stop_reason": stop_reason}]}
+    if include_usage:  # PROTOCOL.md: with include_usage every chunk carries "usage"
+        chunk["usage"] = None
+    return chunk
+
+
+def delta_chunk(meta: ResponseMeta, d: ChoiceDelta, include_usage: bool) -> dict[str, Any]:
+    return chat_chunk(meta, d.index, {"content": d.text} if d.text else {}, include_usage,
+                      chat_logprobs(d.logprobs), d.finish_reason, d.stop_reason)
+
+
+async def chat_chunks(gen: Generation,
+                      req: ChatCompletionRequest) -> AsyncGenerator[dict[str, Any], None]:
+    """Role chunks, then content deltas per choice, then (if asked) the usage chunk."""
+    tracker = DeltaTracker(req.stop)
+    started = False
+    async with aclosing(gen.outputs) as outputs:
+        async for _, out in outputs:
+            gen.clock.observe(0, out)
+            if not started:  # only once the engine has accepted the request
+                started = True
+                for i in range(req.n):
+                    yield chat_chunk(gen.meta, i, {"role": "assistant", "content": ""},
+                                     req.include_usage)
+            for o in out.outputs:
+                d = tracker.step(o.index, o)
+                if d is not None:
+                    yield delta_chunk(gen.meta, d, req.include_usage)
+    if req.include_usage:
+        yield {**gen.meta.base(CHUNK), "system_fingerprint": None, "choices": [],
+               "usage": gen.clock.usage()}
+
+
+async def create_chat_completion(request: web.Request,
+                                 state: ServerState) -> web.StreamResponse:
+    req = parse_request(ChatCompletionRequest, await request.read())
+    req.check_supported()
+    messages = req.template_messages()
+    gen = start_generation(request, state, req, lambda m: [render_chat(m, messages)],
+                           "chatcmpl")
+    try:
+        if req.stream:
+            return await stream_response(request, chat_chunks(gen, req), req)
+        finals = await collect(gen.outputs, gen.clock, req)
+        return json_response(chat_response(gen.meta, finals[0], gen.clock.usage()))
+    finally:
+        gen.abort()  # a no-op once finished; ends the request on errors and disconnects

@@ -1,0 +1,145 @@
+"""POST /v1/completions: prompts (text or token ids) in, continuations out (or streamed)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any
+
+from aiohttp import web
+
+from engine import CompletionOutput, PositionLogprobs, RequestOutput
+from serving.errors import bad_request
+from serving.generation import (
+    ChoiceDelta,
+    DeltaTracker,
+    Generation,
+    PromptInput,
+    ResponseMeta,
+    collect,
+    finite,
+    json_response,
+    start_generation,
+    stream_response,
+)
+from serving.protocol import CompletionRequest, parse_request
+from serving.state import ServedModel, ServerState
+
+OBJECT = "text_completion"
+
+
+def build_prompts(served: ServedModel, req: CompletionRequest) -> list[PromptInput]:
+    """Tokenize text prompts (with BOS, as the model expects); token-id prompts pass as is."""
+    tok = served.engine.tokenizer
+    prompts = []
+    for p in req.prompt_list():
+        if isinstance(p, str):
+            prompts.append(PromptInput(tok.encode(p), p))
+            continue
+        text = None
+        if req.echo:  # the text is only needed to echo it back
+            try:
+                text = tok.decode(p)
+            except ValueError as e:  # an id outside the vocabulary
+                raise bad_request(str(e), "prompt") from None
+        prompts.append(PromptInput(list(p), text))
+    return prompts
+
+
+def completion_logprobs(positions: list[PositionLogprobs],
+                        offset: int) -> tuple[dict[str, Any], int]:
+    """OpenAI's legacy shape, and the text offset after the last token. top_logprobs holds
+    the alternatives plus the chosen token, as OpenAI does."""
+    tokens, token_logprobs, top_logprobs, text_offset = [], [], [], []
+    for p in positions:
+        chosen = finite(p.chosen.logprob)
+        top = {t.token: finite(t.logprob) for t in p.top}
+        top.setdefault(p.chosen.token, chosen)
+        tokens.append(p.chosen.token)
+        token_logprobs.append(chosen)
+        top_logprobs.append(top)
+        text_offset.append(offset)
+        offset += len(p.chosen.token)
+    return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs,
+            "text_offset": text_offset}, offset
+
+
+def _echo(gen: Generation, req: CompletionRequest, prompt_index: int) -> str:
+    return (gen.prompts[prompt_index].text or "") if req.echo else ""
+
+
+def completion_choice(index: int, prefix: str, out: CompletionOutput) -> dict[str, Any]:
+    logprobs = None
+    if out.logprobs is not None:
+        logprobs = completion_logprobs(out.logprobs, len(prefix))[0]
+    return {"index": index, "text": prefix + out.text, "logprobs": logprobs,
+            "finish_reason": out.finish_reason, "stop_reason": out.stop_reason}
+
+
+def completion_response(gen: Generation, req: CompletionRequest,
+                        finals: dict[int, RequestOutput]) -> dict[str, Any]:
+    choices = [
+        completion_choice(i * req.n + o.index, _echo(gen, req, i), o)
+        for i, final in sorted(finals.items()) for o in final.outputs
+    ]
+    return {**gen.meta.base(OBJECT), "choices": choices, "usage": gen.clock.usage(),
+            "system_fingerprint": None}
+
+
+def completion_chunk(meta: ResponseMeta, index: int, text: str, include_usage: bool,
+                     logprobs: dict[str, Any] | None = None, finish_reason: str | None = None,
+                     stop_reason: str | int | None = None) -> dict[str, Any]:
+    chunk = {**meta.base(OBJECT), "system_fingerprint": None,
+             "choices": [{"index": index, "text": text, "logprobs": logprobs,
+                          "finish_reason": finish_reason, "stop_reason": stop_reason}]}
+    if include_usage:  # PROTOCOL.md: with include_usage every chunk carries "usage"
+        chunk["usage"] = None
+    return chunk
+
+
+class _StreamState:
+    """Per choice: where its text offset stands (for logprobs)."""
+
+    def __init__(self, stop: str | list[str] | None) -> None:
+        self.tracker = DeltaTracker(stop)
+        self.offsets: dict[int, int] = {}
+
+    def chunk(self, meta: ResponseMeta, d: ChoiceDelta, prefix: str,
+              include_usage: bool) -> dict[str, Any]:
+        text = (prefix if d.first else "") + d.text
+        logprobs = None
+        if d.logprobs is not None:
+            start = self.offsets.get(d.index, len(prefix))
+            logprobs, self.offsets[d.index] = completion_logprobs(d.logprobs, start)
+        return completion_chunk(meta, d.index, text, include_usage, logprobs, d.finish_reason,
+                                d.stop_reason)
+
+
+async def completion_chunks(gen: Generation,
+                            req: CompletionRequest) -> AsyncGenerator[dict[str, Any], None]:
+    """Text deltas of every choice of every prompt as they come, then (if asked) usage."""
+    state = _StreamState(req.stop)
+    async with aclosing(gen.outputs) as outputs:
+        async for i, out in outputs:
+            gen.clock.observe(i, out)
+            for o in out.outputs:
+                index = i * req.n + o.index
+                d = state.tracker.step(index, o)
+                if d is not None:
+                    yield state.chunk(gen.meta, d, _echo(gen, req, i), req.include_usage)
+    if req.include_usage:
+        yield {**gen.meta.base(OBJECT), "system_fingerprint": None, "choices": [],
+               "usage": gen.clock.usage()}
+
+
+async def create_completion(request: web.Request, state: ServerState) -> web.StreamResponse:
+    req = parse_request(CompletionRequest, await request.read())
+    req.check_supported()
+    gen = start_generation(request, state, req, lambda m: build_prompts(m, req), "cmpl")
+    try:
+        if req.stream:
+            return await stream_response(request, completion_chunks(gen, req), req)
+        finals = await collect(gen.outputs, gen.clock, req)
+        return json_response(completion_response(gen, req, finals))
+    finally:
+        gen.abort()  # a no-op once finished; ends the requests on errors and disconnects

@@ -1,0 +1,322 @@
+"""Request bodies of /v1/chat/completions and /v1/completions, and their mapping to the engine.
+
+Types are strict (a string is never a number, 1 is never True) because OpenAI rejects them
+too; unknown fields are ignored since OpenAI clients send extras. Every validation problem
+becomes a 400 `invalid_request_error` whose `param` names the field.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engine import SamplingParams
+from serving.errors import APIError, bad_request
+
+MAX_N = 128
+MAX_TOP_LOGPROBS = 20  # the engine's SamplingParams limit
+
+M = TypeVar("M", bound=BaseModel)
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class StreamOptions(_Strict):
+    include_usage: bool | None = None
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
+class ChatMessage(_Strict):
+    # extra="allow": name, tool_calls, tool_call_id... are passed on to the chat template.
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    role: Role
+    content: str | list[dict[str, Any]] | None = None
+
+
+class SamplingRequest(_Strict):
+    """The parameters both endpoints share."""
+
+    PROMPT_PARAM: ClassVar[str] = "prompt"  # where engine errors about the prompt point
+
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=MAX_N)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
+    seed: int | None = None
+    user: str | None = None  # accepted for compatibility; it only labels the end user
+    # Extras of the open servers (vLLM's names).
+    top_k: int | None = Field(None, ge=-1)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    repetition_penalty: float | None = Field(None, gt=0.0)
+    min_tokens: int = Field(0, ge=0)
+    ignore_eos: bool = False
+    stop_token_ids: list[int] | None = None
+    skip_special_tokens: bool = True
+    include_stop_str_in_output: bool = False
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+    def check_supported(self) -> None:
+        if self.stream_options is not None and not self.stream:
+            raise bad_request("stream_options is only allowed when stream is true",
+                              "stream_options")
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_tokens
+
+    def num_logprobs(self) -> int | None:
+        """Top alternatives per token for the engine; None when logprobs are off."""
+        return None
+
+    def sampling_kwargs(self) -> dict[str, Any]:
+        given = {
+            "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
+            "min_p": self.min_p, "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "repetition_penalty": self.repetition_penalty,
+        }
+        # None means "not given": keep SamplingParams' own default.
+        kwargs = {k: v for k, v in given.items() if v is not None}
+        if self.top_p == 0.0:  # OpenAI allows 0: only the most likely token survives
+            kwargs.update(top_p=1.0, top_k=1)
+        kwargs.update(
+            n=self.n, stop=self.stop, stop_token_ids=self.stop_token_ids, seed=self.seed,
+            logit_bias=self.logit_bias, min_tokens=self.min_tokens, ignore_eos=self.ignore_eos,
+            skip_special_tokens=self.skip_special_tokens, logprobs=self.num_logprobs(),
+            include_stop_str_in_output=self.include_stop_str_in_output,
+        )
+        return kwargs
+
+
+class ChatCompletionRequest(SamplingRequest):
+    PROMPT_PARAM: ClassVar[str] = "messages"
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    response_format: ResponseFormat | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+
+    def requested_max_tokens(self) -> int | None:
+        # max_completion_tokens replaces the deprecated max_tokens in OpenAI's API.
+        return self.max_completion_tokens or self.max_tokens
+
+    def num_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    def check_supported(self) -> None:
+        super().check_supported()
+        if self.top_logprobs is not None and not self.logprobs:
+            raise bad_request("top_logprobs needs logprobs set to true", "top_logprobs")
+        if self.response_format is not None and self.response_format.type != "text":
+            raise bad_request(f"response_format {self.response_format.type!r} is not supported "
+                              "yet; only 'text' is", "response_format")
+        self._check_tools()
+        self._check_content()
+
+    def _check_tools(self) -> None:
+        # Rendering tools without parsing the calls back would be accepted-but-ignored.
+        if self.tools and self.tool_choice != "none":
+            raise bad_request("Tool calling is not supported yet", "tools")
+        if self.tool_choice not in (None, "none"):
+            raise bad_request("Tool calling is not supported yet", "tool_choice")
+        if self.functions and self.function_call != "none":
+            raise bad_request("Function calling is not supported yet", "functions")
+        if self.function_call not in (None, "none"):
+            raise bad_request("Function calling is not supported yet", "function_call")
+
+    def _check_content(self) -> None:
+        for i, message in enumerate(self.messages):
+            if not isinstance(message.content, list):
+                continue
+            for j, part in enumerate(message.content):
+                kind = part.get("type")
+                where = f"messages[{i}].content[{j}]"
+                if kind != "text":
+                    raise bad_request(f"Content parts of type {kind!r} are not supported: this "
+                                      "server takes text only", where)
+                if not isinstance(part.get("text"), str):
+                    raise bad_request("A text part needs a string `text`", where)
+
+    def template_messages(self) -> list[dict[str, Any]]:
+        """The conversation as the chat template wants it: only the fields the client set."""
+        out = []
+        for m in self.messages:
+            d = m.model_dump(exclude_unset=True)
+            d.setdefault("content", None)
+            out.append(d)
+        return out
+
+
+Prompt = str | list[str] | list[int] | list[list[int]]
+
+
+class CompletionRequest(SamplingRequest):
+    prompt: Prompt
+    max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for completions (chat: none)
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = Field(None, ge=1, le=MAX_N)
+
+    def num_logprobs(self) -> int | None:
+        return self.logprobs
+
+    def sampling_kwargs(self) -> dict[str, Any]:
+        return {**super().sampling_kwargs(), "best_of": self.best_of}
+
+    def check_supported(self) -> None:
+        super().check_supported()
+        if self.suffix:
+            raise bad_request("suffix (text insertion) is not supported by this model",
+                              "suffix")
+        if self.best_of is not None and self.best_of < self.n:
+            raise bad_request(f"best_of ({self.best_of}) must be >= n ({self.n})", "best_of")
+        if self.stream and self.best_of is not None and self.best_of > self.n:
+            raise bad_request("best_of cannot be used with stream", "best_of")
+        if self.echo and self.logprobs is not None:
+            raise bad_request("echo with logprobs is not supported: prompt log-probabilities "
+                              "are not computed", "echo")
+        if isinstance(self.prompt, list) and not self.prompt:
+            raise bad_request("prompt must not be empty", "prompt")
+
+    def prompt_list(self) -> list[str | list[int]]:
+        """One entry per prompt: a string, or a list of token ids."""
+        p = self.prompt
+        if isinstance(p, str) or (p and isinstance(p[0], int)):
+            return [p]  # type: ignore[list-item]
+        return list(p)  # type: ignore[arg-type]
+
+
+# ---- parsing -------------------------------------------------------------------------------
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON (and OpenAI) does not.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json_body(raw: bytes | str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw, parse_constant=_reject_constant)
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise bad_request(f"We could not parse the JSON body of your request: {e}") from None
+    if not isinstance(data, dict):
+        raise bad_request("The request body must be a JSON object")
+    return data
+
+
+def _is_union_tag(item: str) -> bool:
+    """Pydantic puts the union member it tried into `loc` ('str', 'list[int]', ...)."""
+    return item in {"str", "int", "float", "bool", "list", "dict", "none"} or any(
+        c in item for c in "[](),- ") or item[:1].isupper()
+
+
+@functools.cache
+def _known_fields() -> frozenset[str]:
+    models = (ChatCompletionRequest, CompletionRequest, ChatMessage, StreamOptions,
+              ResponseFormat)
+    return frozenset(name for m in models for name in m.model_fields)
+
+
+def _param_path(loc: tuple[int | str, ...]) -> str:
+    """`messages[0].role` from pydantic's loc: it ends at the deepest named field (not at
+    a union tag, a user's dict key or a list index)."""
+    fields = _known_fields()
+    path, named = "", ""
+    for item in loc:
+        if isinstance(item, int):
+            path += f"[{item}]"
+        elif path and item not in fields:
+            break
+        else:
+            path += f".{item}" if path else item
+            named = path
+    return named
+
+
+def _union_split(loc: tuple[int | str, ...]) -> int | None:
+    """Where the first union-member tag sits in `loc`, if any."""
+    for i, item in enumerate(loc):
+        if isinstance(item, str) and i > 0 and _is_union_tag(item):
+            return i
+    return None
+
+
+def validation_error(exc: ValidationError) -> APIError:
+    """The first problem, as a 400 whose param names the field (messages[0].role...)."""
+    errors = exc.errors()
+    first = errors[0]
+    param = _param_path(first["loc"])
+    if first["type"] == "missing":
+        return bad_request(f"Missing required parameter: `{param}`", param)
+    split = _union_split(first["loc"])
+    if split is not None:  # a value none of the union's members took: list what they are
+        prefix = first["loc"][:split]
+        tags = [e["loc"][split] for e in errors
+                if e["loc"][:split] == prefix and len(e["loc"]) > split]
+        param = _param_path(prefix)
+        expected = ", ".join(dict.fromkeys(str(t) for t in tags))
+        return bad_request(f"Invalid type for `{param}`: expected one of {expected}", param)
+    return bad_request(f"Invalid value for `{param}`: {first['msg']}", param)
+
+
+def parse_request(model_cls: type[M], body: bytes | str | dict[str, Any]) -> M:
+    """Validate a request body (raw JSON or already parsed); APIError 400 on any problem."""
+    data = body if isinstance(body, dict) else parse_json_body(body)
+    # A top-level null means "not given", as in OpenAI's API (clients send nulls for unset).
+    data = {k: v for k, v in data.items() if v is not None}
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as e:
+        raise validation_error(e) from None
+
+
+# ---- engine parameters ---------------------------------------------------------------------
+
+# Engine messages that do not start with a request field name.
+_MESSAGE_PARAMS = {"the request asks for": "n"}
+
+
+def value_error_param(message: str, req: SamplingRequest) -> str | None:
+    """The field an engine ValueError is about: its messages start with the field's name."""
+    for start, param in _MESSAGE_PARAMS.items():
+        if message.startswith(start):
+            return param
+    word = message.split(" ", 1)[0].strip(":,.")
+    if word == "prompt":
+        return req.PROMPT_PARAM
+    return word if word in type(req).model_fields else None
+
+
+def to_sampling_params(req: SamplingRequest, max_tokens: int | None) -> SamplingParams:
+    """The engine's SamplingParams for `req`, with the token budget decided by the caller."""
+    try:
+        return SamplingParams(max_tokens=max_tokens, **req.sampling_kwargs())
+    except ValueError as e:
+        raise bad_request(str(e), value_error_param(str(e), req)) from None
