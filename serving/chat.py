@@ -23,9 +23,16 @@ from serving.generation import (
     stream_response,
 )
 from serving.protocol import ChatCompletionRequest, parse_request
+from serving.responses import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    Usage,
+    chunk_body,
+)
 from serving.state import ServedModel, ServerState
-
-CHUNK = "chat.completion.chunk"
 
 
 def render_chat(served: ServedModel, messages: list[dict[str, Any]]) -> PromptInput:
@@ -50,31 +57,27 @@ def chat_logprobs(positions: list[PositionLogprobs] | None) -> dict[str, Any] | 
                         for p in positions]}
 
 
-def chat_choice(out: CompletionOutput) -> dict[str, Any]:
-    return {
-        "index": out.index,
-        "message": {"role": "assistant", "content": out.text},
-        "logprobs": chat_logprobs(out.logprobs),
-        "finish_reason": out.finish_reason,
-        "stop_reason": out.stop_reason,
-    }
+def chat_choice(out: CompletionOutput) -> ChatChoice:
+    return ChatChoice(
+        index=out.index, message=AssistantMessage(content=out.text),
+        logprobs=chat_logprobs(out.logprobs), finish_reason=out.finish_reason,
+        stop_reason=out.stop_reason,
+    )
 
 
 def chat_response(meta: ResponseMeta, final: RequestOutput,
                   usage: dict[str, Any]) -> dict[str, Any]:
-    return {**meta.base("chat.completion"), "choices": [chat_choice(o) for o in final.outputs],
-            "usage": usage, "system_fingerprint": None}
+    body = ChatCompletion(**meta.ids(), choices=[chat_choice(o) for o in final.outputs],
+                          usage=Usage(**usage))
+    return body.model_dump()
 
 
 def chat_chunk(meta: ResponseMeta, index: int, delta: dict[str, Any], include_usage: bool,
                logprobs: dict[str, Any] | None = None, finish_reason: str | None = None,
                stop_reason: str | int | None = None) -> dict[str, Any]:
-    chunk = {**meta.base(CHUNK), "system_fingerprint": None,
-             "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
-                          "finish_reason": finish_reason, "stop_reason": stop_reason}]}
-    if include_usage:  # PROTOCOL.md: with include_usage every chunk carries "usage"
-        chunk["usage"] = None
-    return chunk
+    choice = ChatChunkChoice(index=index, delta=delta, logprobs=logprobs,
+                             finish_reason=finish_reason, stop_reason=stop_reason)
+    return chunk_body(ChatCompletionChunk(**meta.ids(), choices=[choice]), include_usage)
 
 
 def delta_chunk(meta: ResponseMeta, d: ChoiceDelta, include_usage: bool) -> dict[str, Any]:
@@ -100,8 +103,8 @@ async def chat_chunks(gen: Generation,
                 if d is not None:
                     yield delta_chunk(gen.meta, d, req.include_usage)
     if req.include_usage:
-        yield {**gen.meta.base(CHUNK), "system_fingerprint": None, "choices": [],
-               "usage": gen.clock.usage()}
+        usage = Usage(**gen.clock.usage())
+        yield chunk_body(ChatCompletionChunk(**gen.meta.ids(), choices=[], usage=usage), True)
 
 
 async def create_chat_completion(request: web.Request,

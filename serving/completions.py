@@ -23,9 +23,14 @@ from serving.generation import (
     stream_response,
 )
 from serving.protocol import CompletionRequest, parse_request
+from serving.responses import (
+    Completion,
+    CompletionChoice,
+    CompletionChunk,
+    Usage,
+    chunk_body,
+)
 from serving.state import ServedModel, ServerState
-
-OBJECT = "text_completion"
 
 
 def build_prompts(served: ServedModel, req: CompletionRequest) -> list[PromptInput]:
@@ -68,12 +73,12 @@ def _echo(gen: Generation, req: CompletionRequest, prompt_index: int) -> str:
     return (gen.prompts[prompt_index].text or "") if req.echo else ""
 
 
-def completion_choice(index: int, prefix: str, out: CompletionOutput) -> dict[str, Any]:
+def completion_choice(index: int, prefix: str, out: CompletionOutput) -> CompletionChoice:
     logprobs = None
     if out.logprobs is not None:
         logprobs = completion_logprobs(out.logprobs, len(prefix))[0]
-    return {"index": index, "text": prefix + out.text, "logprobs": logprobs,
-            "finish_reason": out.finish_reason, "stop_reason": out.stop_reason}
+    return CompletionChoice(index=index, text=prefix + out.text, logprobs=logprobs,
+                            finish_reason=out.finish_reason, stop_reason=out.stop_reason)
 
 
 def completion_response(gen: Generation, req: CompletionRequest,
@@ -82,19 +87,16 @@ def completion_response(gen: Generation, req: CompletionRequest,
         completion_choice(i * req.n + o.index, _echo(gen, req, i), o)
         for i, final in sorted(finals.items()) for o in final.outputs
     ]
-    return {**gen.meta.base(OBJECT), "choices": choices, "usage": gen.clock.usage(),
-            "system_fingerprint": None}
+    body = Completion(**gen.meta.ids(), choices=choices, usage=Usage(**gen.clock.usage()))
+    return body.model_dump()
 
 
 def completion_chunk(meta: ResponseMeta, index: int, text: str, include_usage: bool,
                      logprobs: dict[str, Any] | None = None, finish_reason: str | None = None,
                      stop_reason: str | int | None = None) -> dict[str, Any]:
-    chunk = {**meta.base(OBJECT), "system_fingerprint": None,
-             "choices": [{"index": index, "text": text, "logprobs": logprobs,
-                          "finish_reason": finish_reason, "stop_reason": stop_reason}]}
-    if include_usage:  # PROTOCOL.md: with include_usage every chunk carries "usage"
-        chunk["usage"] = None
-    return chunk
+    choice = CompletionChoice(index=index, text=text, logprobs=logprobs,
+                              finish_reason=finish_reason, stop_reason=stop_reason)
+    return chunk_body(CompletionChunk(**meta.ids(), choices=[choice]), include_usage)
 
 
 class _StreamState:
@@ -128,8 +130,8 @@ async def completion_chunks(gen: Generation,
                 if d is not None:
                     yield state.chunk(gen.meta, d, _echo(gen, req, i), req.include_usage)
     if req.include_usage:
-        yield {**gen.meta.base(OBJECT), "system_fingerprint": None, "choices": [],
-               "usage": gen.clock.usage()}
+        usage = Usage(**gen.clock.usage())
+        yield chunk_body(CompletionChunk(**gen.meta.ids(), choices=[], usage=usage), True)
 
 
 async def create_completion(request: web.Request, state: ServerState) -> web.StreamResponse:

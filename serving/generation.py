@@ -41,8 +41,9 @@ class ResponseMeta:
     model: str
     created: int = field(default_factory=lambda: int(time.time()))
 
-    def base(self, obj: str) -> dict[str, Any]:
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
+    def ids(self) -> dict[str, Any]:
+        """What every response body and chunk of this request repeats."""
+        return {"id": self.id, "created": self.created, "model": self.model}
 
 
 def json_response(body: dict[str, Any]) -> web.Response:

@@ -1,0 +1,89 @@
+"""Response bodies as pydantic models: the shapes OpenAI clients parse.
+
+Handlers build these and send `model_dump()`; a chunk's `usage` key is present only when
+the client asked for usage (PROTOCOL.md), which `chunk_body` takes care of.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = 0
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = Field(
+        default=None, exclude_if=lambda v: v is None
+    )
+
+
+class _Body(BaseModel):
+    id: str
+    created: int
+    model: str
+    system_fingerprint: str | None = None
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: dict[str, Any] | None = None
+    finish_reason: str | None
+    stop_reason: str | int | None = None
+
+
+class ChatCompletion(_Body):
+    object: Literal["chat.completion"] = "chat.completion"
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: dict[str, Any]  # {"role", "content"} first, then {"content"} or {} (exact keys matter)
+    logprobs: dict[str, Any] | None = None
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
+
+
+class ChatCompletionChunk(_Body):
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: dict[str, Any] | None = None
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
+
+
+class Completion(_Body):
+    object: Literal["text_completion"] = "text_completion"
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class CompletionChunk(_Body):
+    object: Literal["text_completion"] = "text_completion"
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+def chunk_body(chunk: ChatCompletionChunk | CompletionChunk, include_usage: bool) -> dict[str, Any]:
+    """With include_usage every chunk carries "usage" (null until the last); else none does."""
+    return chunk.model_dump(exclude=None if include_usage else {"usage"})
