@@ -27,6 +27,7 @@ from aiohttp import web
 from serving import admin, models
 from serving.errors import APIError
 from serving.metrics import ServerMetrics
+from serving.request_keys import PROMPT, REQUEST_ID, RESPONSE_PREPARED, USAGE
 from serving.state import ServerState
 
 logger = logging.getLogger("serving.access")
@@ -72,7 +73,7 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> APIError:
 async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     client_id = request.headers.get("X-Request-Id", "")
     request_id = client_id if _CLIENT_ID.fullmatch(client_id) else uuid.uuid4().hex
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     start = time.monotonic()
     status = 500  # what the line says if the handler dies after its response began
     try:
@@ -91,13 +92,13 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
 
 def _log_request(request: web.Request, status: int, seconds: float) -> None:
     request.app[METRICS_KEY].observe(request, _endpoint(request), status, seconds)
-    usage = request.get("usage") or {}
+    usage = request.get(USAGE) or {}
     logger.info("%s %s %s %d prompt_tokens=%s completion_tokens=%s %.1fms",
-                request["request_id"], request.method, request.path, status,
+                request[REQUEST_ID], request.method, request.path, status,
                 usage.get("prompt_tokens", "-"), usage.get("completion_tokens", "-"),
                 seconds * 1000)
-    if request.app[STATE_KEY].settings.log_prompts and "prompt" in request:
-        logger.info("%s prompt=%r", request["request_id"], request["prompt"])
+    if request.app[STATE_KEY].settings.log_prompts and PROMPT in request:
+        logger.info("%s prompt=%r", request[REQUEST_ID], request[PROMPT])
 
 
 @web.middleware
@@ -111,14 +112,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         return _http_error(request, e).response()
     except Exception:
-        if request.get("response_prepared"):
+        if request.get(RESPONSE_PREPARED):
             # The response has begun; a second one cannot follow. aiohttp closes the
             # connection, so the client sees a cut stream rather than a forged ending.
-            error_logger.exception("request %s failed mid-response", request.get("request_id"))
+            error_logger.exception("request %s failed mid-response", request.get(REQUEST_ID))
             raise
-        error_logger.exception("request %s failed", request.get("request_id"))
+        error_logger.exception("request %s failed", request.get(REQUEST_ID))
         return APIError(500, "The server had an error while processing your request "
-                        f"(request id {request.get('request_id')})", "server_error").response()
+                        f"(request id {request.get(REQUEST_ID)})", "server_error").response()
 
 
 @web.middleware
@@ -155,9 +156,9 @@ async def body_size_middleware(request: web.Request, handler: Handler) -> web.St
 
 async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
     """Runs as any response's headers go out, streamed ones included."""
-    request["response_prepared"] = True
-    if "request_id" in request:
-        response.headers["X-Request-Id"] = request["request_id"]
+    request[RESPONSE_PREPARED] = True
+    if REQUEST_ID in request:
+        response.headers["X-Request-Id"] = request[REQUEST_ID]
 
 
 def _bind(handler: StateHandler, state: ServerState) -> Handler:

@@ -19,6 +19,7 @@ from aiohttp import web
 from engine import CompletionOutput, PositionLogprobs, RequestOutput
 from serving.errors import APIError, bad_request, context_length_exceeded
 from serving.protocol import SamplingRequest, to_sampling_params, value_error_param
+from serving.request_keys import MODEL, PROMPT, REQUEST_ID, TOKEN_TIMES, TTFT_S, USAGE
 from serving.sse import DONE, event, open_stream
 from serving.state import ServedModel, ServerState
 
@@ -149,8 +150,8 @@ def start_generation(
             served.engine.abort(rid)
         raise engine_error(e, req) from None
     texts = [p.text for p in prompts]
-    request["prompt"] = texts[0] if len(texts) == 1 else texts  # logged only when asked
-    request["model"] = served.name  # after any fallback: labels the token metrics
+    request[PROMPT] = texts[0] if len(texts) == 1 else texts  # logged only when asked
+    request[MODEL] = served.name  # after any fallback: labels the token metrics
     clock = TokenClock(request, sum(len(p.ids) for p in prompts), start)
     return Generation(meta, served, prompts, rids, merge(streams), clock)
 
@@ -262,7 +263,7 @@ class TokenClock:
         self.prompt_tokens = prompt_tokens
         self.latest: dict[int, RequestOutput] = {}
         self.times: list[float] = []
-        request["token_times"] = self.times
+        request[TOKEN_TIMES] = self.times
         self.record_usage()
 
     @property
@@ -275,12 +276,12 @@ class TokenClock:
         now = time.monotonic()
         new = self.completion_tokens - before
         if new > 0 and not self.times:
-            self.request["ttft_s"] = now - self.start
+            self.request[TTFT_S] = now - self.start
         self.times.extend([now] * new)
         self.record_usage()
 
     def record_usage(self) -> None:
-        self.request["usage"] = {"prompt_tokens": self.prompt_tokens,
+        self.request[USAGE] = {"prompt_tokens": self.prompt_tokens,
                                  "completion_tokens": self.completion_tokens}
 
     def usage(self) -> dict[str, Any]:
@@ -325,7 +326,7 @@ async def stream_response(request: web.Request,
             return response
         except Exception as e:  # a response has begun: report in-band, keep serving
             if not isinstance(e, (APIError, ValueError)):
-                logger.exception("stream %s failed", request.get("request_id"))
+                logger.exception("stream %s failed", request.get(REQUEST_ID))
             error = engine_error(e, req)
     try:
         if error is not None:

@@ -1,8 +1,8 @@
 """Prometheus metrics, one CollectorRegistry per app (so tests and several apps never share).
 
 The completion handlers leave what they measured on the aiohttp request:
-`request["model"]` (the served name), `request["usage"]` = {"prompt_tokens",
-"completion_tokens"}, `request["ttft_s"]` and `request["token_times"]` (time.monotonic()
+`request[MODEL]` (the served name), `request[USAGE]` = {"prompt_tokens",
+"completion_tokens"}, `request[TTFT_S]` and `request[TOKEN_TIMES]` (time.monotonic()
 of each output token). The access-log middleware hands the request here once it is done.
 Engine load (running, waiting, KV cache usage) is read at scrape time, not pushed.
 """
@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.exposition import generate_latest
 
 from engine import AsyncEngine
+from serving.request_keys import MODEL, TOKEN_TIMES, TTFT_S, USAGE
 from serving.state import ServerState
 
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 60.0)
@@ -58,15 +59,15 @@ class ServerMetrics:
         """Record one finished request (called by the access-log middleware)."""
         self.requests.labels(endpoint, str(status)).inc()
         self.latency.labels(endpoint).observe(seconds)
-        model = str(request.get("model") or "")
-        usage: dict[str, Any] = request.get("usage") or {}
+        model = str(request.get(MODEL) or "")
+        usage: dict[str, Any] = request.get(USAGE) or {}
         if usage:
             self.prompt_tokens.labels(model).inc(int(usage.get("prompt_tokens") or 0))
             self.generation_tokens.labels(model).inc(int(usage.get("completion_tokens") or 0))
-        ttft = request.get("ttft_s")
+        ttft = request.get(TTFT_S)
         if ttft is not None:
             self.ttft.labels(model).observe(float(ttft))
-        times = sorted(request.get("token_times") or ())
+        times = sorted(request.get(TOKEN_TIMES) or ())
         for earlier, later in itertools.pairwise(times):
             self.tpot.labels(model).observe(later - earlier)
 

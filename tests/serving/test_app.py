@@ -23,12 +23,9 @@ from aiohttp.test_utils import TestClient
 
 from engine import AsyncEngine, EngineConfig
 from serving.app import make_app
+from serving.request_keys import MODEL, PROMPT, TOKEN_TIMES, TTFT_S, USAGE
 from serving.state import ServedModel, ServerSettings, ServerState
 from tests.conftest import REPO, make_tiny_llama
-
-# The handlers' contract is plain string keys on the request (request["usage"], ...); aiohttp
-# only recommends typed RequestKeys and silences this warning itself outside pytest.
-pytestmark = pytest.mark.filterwarnings("ignore::aiohttp.web.NotAppKeyWarning")
 
 KEY = "sk-test-key"
 MakeClient = Callable[..., Awaitable[TestClient]]
@@ -60,11 +57,11 @@ async def boom(request: web.Request) -> web.Response:
 async def fake_completion(request: web.Request) -> web.Response:
     """Leaves what the completion handlers leave for the metrics and access-log middleware."""
     now = time.monotonic()
-    request["model"] = "tiny"
-    request["prompt"] = "a very private prompt"
-    request["usage"] = {"prompt_tokens": 7, "completion_tokens": 3}
-    request["ttft_s"] = 0.02
-    request["token_times"] = [now, now + 0.01, now + 0.03]
+    request[MODEL] = "tiny"
+    request[PROMPT] = "a very private prompt"
+    request[USAGE] = {"prompt_tokens": 7, "completion_tokens": 3}
+    request[TTFT_S] = 0.02
+    request[TOKEN_TIMES] = [now, now + 0.01, now + 0.03]
     return web.json_response({"ok": True})
 
 
