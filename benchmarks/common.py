@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -52,3 +53,16 @@ def save(name: str, record: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps({**environment(), **record}, indent=2) + "\n")
     return path
+
+
+def ms_stats(seconds: list[float]) -> dict[str, float]:
+    """Mean, p50 and p99 of durations, in milliseconds ({} when there are none)."""
+    ordered = sorted(seconds)
+    if not ordered:
+        return {}
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {"mean": round(1000 * statistics.mean(ordered), 1), "p50": round(1000 * pick(0.5), 1),
+            "p99": round(1000 * pick(0.99), 1)}

@@ -17,7 +17,6 @@ import asyncio
 import json
 import random
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from tqdm import tqdm
 
-from benchmarks.common import save
+from benchmarks.common import ms_stats, save
 
 
 @dataclass
@@ -93,23 +92,14 @@ async def run_load(url: str, model: str, requests: list[tuple[list[int], int]], 
     return elapsed, list(results)
 
 
-def stats(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    if not ordered:
-        return {}
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-    return {"mean": round(1000 * statistics.mean(ordered), 1), "p50": round(1000 * pick(0.5), 1),
-            "p99": round(1000 * pick(0.99), 1)}
-
-
 def summarize(elapsed: float, results: list[Result]) -> dict:
     itl = [b - a for r in results for a, b in zip(r.chunk_times, r.chunk_times[1:])]
     tpot = [(r.latency - r.ttft) / (r.output_tokens - 1) for r in results if r.output_tokens > 1]
     out = sum(r.output_tokens for r in results)
     return {"elapsed_s": round(elapsed, 2), "requests_per_s": round(len(results) / elapsed, 3),
             "output_tokens": out, "output_tokens_per_s": round(out / elapsed, 2),
-            "ttft_ms": stats([r.ttft for r in results]), "itl_ms": stats(itl),
-            "tpot_ms": stats(tpot)}
+            "ttft_ms": ms_stats([r.ttft for r in results]), "itl_ms": ms_stats(itl),
+            "tpot_ms": ms_stats(tpot)}
 
 
 def free_port() -> int:

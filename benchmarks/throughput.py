@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import statistics
 import time
 from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from benchmarks.common import save
+from benchmarks.common import ms_stats, save
 from engine import AsyncEngine, EngineConfig, SamplingParams
 
 
@@ -75,21 +74,13 @@ async def run_sequential(engine: AsyncEngine, workload: list[tuple[list[int], in
 def summarize(elapsed: float, timings: list[Timing], workload: list[tuple[list[int], int]]) -> dict:
     out_tokens = sum(t.output_tokens for t in timings)
     prompt_tokens = sum(len(p) for p, _ in workload)
-    tpots = sorted(t.tpot for t in timings if t.tpot is not None)
-    ttfts = sorted(t.ttft for t in timings)
-
-    def pct(values: list[float], q: float) -> float:
-        return values[min(len(values) - 1, int(q * len(values)))]
-
     return {
         "elapsed_s": round(elapsed, 2),
         "output_tokens": out_tokens,
         "output_tokens_per_s": round(out_tokens / elapsed, 2),
         "total_tokens_per_s": round((out_tokens + prompt_tokens) / elapsed, 2),
-        "tpot_ms": {"mean": round(1000 * statistics.mean(tpots), 1),
-                    "p50": round(1000 * pct(tpots, 0.5), 1), "p99": round(1000 * pct(tpots, 0.99), 1)},
-        "ttft_ms": {"mean": round(1000 * statistics.mean(ttfts), 1),
-                    "p50": round(1000 * pct(ttfts, 0.5), 1), "p99": round(1000 * pct(ttfts, 0.99), 1)},
+        "tpot_ms": ms_stats([t.tpot for t in timings if t.tpot is not None]),
+        "ttft_ms": ms_stats([t.ttft for t in timings]),
     }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,7 +194,3 @@ class EngineConfig:
             raise ValueError(
                 f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
             )
-
-
-def blocks_needed(num_tokens: int, block_size: int) -> int:
-    return math.ceil(num_tokens / block_size)
