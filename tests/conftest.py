@@ -11,6 +11,11 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Triton kernels run on the CPU through the interpreter. The switch is read when a kernel is
+# decorated, so it must be set before anything imports kernels/ (the engine does).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # Shapes of the tiny checkpoints: a Llama-2-like one (MHA, untied) and a Llama-3.1-like one
 # (GQA, llama3 rope scaling, tied embeddings).
 TINY_CONFIGS: dict[str, dict] = {
