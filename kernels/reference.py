@@ -13,6 +13,14 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * xf.to(x.dtype)
 
 
+def fused_add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rms_norm(x + residual), x + residual): the pre-norm residual stream in one op."""
+    new_residual = x + residual
+    return rms_norm(new_residual, weight, eps), new_residual
+
+
 def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     """SwiGLU: silu(gate) * up, where the last dimension holds [gate | up]."""
     gate, up = gate_up.chunk(2, dim=-1)
@@ -44,6 +52,10 @@ def write_kv_cache(
 
     k, v: [num_tokens, num_kv_heads, head_dim]; caches: [num_blocks, block_size, kv_heads, head_dim].
     """
+    # A negative slot marks a padding token (CUDA-graph batches): nothing is written for it.
+    if bool((slot_mapping < 0).any()):
+        keep = slot_mapping >= 0
+        k, v, slot_mapping = k[keep], v[keep], slot_mapping[keep]
     # index_copy_ on 2-D views: several times faster on the CPU than advanced indexing.
     row = k_cache.shape[2] * k_cache.shape[3]
     k_cache.view(-1, row).index_copy_(0, slot_mapping, k.reshape(-1, row))
@@ -102,6 +114,53 @@ def paged_attention(
             out[start:end] = _prefill_attention(
                 q[start:end], k_cache, v_cache, block_tables[i], ctx, scale
             )
+    return out
+
+
+def paged_attention_varlen(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    max_query_len: int,
+    scale: float,
+) -> torch.Tensor:
+    """The kernel contract's paged_attention: the same math with index tensors.
+
+    max_query_len is what a kernel sizes its grid with; the reference needs no hint.
+    """
+    del max_query_len
+    return paged_attention(
+        q, k_cache, v_cache, block_tables, [int(n) for n in context_lens.tolist()],
+        [int(n) for n in query_start_loc.tolist()], scale,
+    )
+
+
+def paged_decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+    num_splits: int | None = None,
+) -> torch.Tensor:
+    """One query per sequence: q [batch, heads, head_dim]; a row with context 0 gives zeros.
+
+    num_splits only shapes a kernel's launch; the reference ignores it.
+    """
+    del num_splits
+    out = torch.zeros_like(q)
+    lens = [int(n) for n in context_lens.tolist()]
+    rows = [i for i, n in enumerate(lens) if n > 0]  # zero-length rows are CUDA-graph padding
+    for g in range(0, len(rows), DECODE_GROUP):
+        group = rows[g : g + DECODE_GROUP]
+        idx = torch.tensor(group, device=q.device)
+        out[idx] = _decode_attention(
+            q[idx], k_cache, v_cache, block_tables[idx], [lens[i] for i in group], scale
+        )
     return out
 
 

@@ -1,0 +1,192 @@
+"""Decode attention over the paged KV cache: split-KV, GQA-aware, with a log-sum-exp merge.
+
+Grid (batch, kv_heads, splits): each program walks one slice of one sequence's context,
+gathering K/V rows through the block table (only the blocks the sequence owns), and
+serves every query head of its KV head at once, so K/V are read once per group. A second
+kernel merges the splits' partial outputs by their log-sum-exp. Softmax is online, in fp32,
+in base 2 (exp2) with the scale folded into log2(e) * scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels._launch import out_or_new, pow2, require, require_same_device
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _decode_split_kernel(
+    q_ptr, k_ptr, v_ptr, table_ptr, lens_ptr, out_ptr, mid_o_ptr, mid_lse_ptr, qk_scale,
+    stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+    stride_tb, stride_ob, stride_oh,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+    NUM_SPLITS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+):
+    seq = tl.program_id(0).to(tl.int64)
+    kv_head = tl.program_id(1)
+    split = tl.program_id(2)
+    ctx = tl.load(lens_ptr + seq).to(tl.int32)
+    # Each split owns a BLOCK_N-aligned slice of the context; the last ones may be empty.
+    per_split = tl.cdiv(tl.cdiv(ctx, NUM_SPLITS), BLOCK_N) * BLOCK_N
+    start = split * per_split
+    end = tl.minimum(start + per_split, ctx)
+
+    g = tl.arange(0, BLOCK_G)
+    d = tl.arange(0, BLOCK_D)
+    g_mask = g < GROUP
+    d_mask = d < HEAD_DIM
+    heads = kv_head * GROUP + g
+    q = tl.load(q_ptr + seq * stride_qb + heads[:, None] * stride_qh + d[None, :],
+                mask=g_mask[:, None] & d_mask[None, :], other=0.0)
+
+    m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_G], tl.float32)
+    acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+    table = table_ptr + seq * stride_tb
+    for n0 in range(start, end, BLOCK_N):
+        n = n0 + tl.arange(0, BLOCK_N)
+        n_mask = n < end
+        block = tl.load(table + n // BLOCK_SIZE, mask=n_mask, other=0).to(tl.int64)
+        offset = n % BLOCK_SIZE
+        kv_mask = n_mask[:, None] & d_mask[None, :]
+        k = tl.load(k_ptr + block[:, None] * stride_kb + offset[:, None] * stride_kt
+                    + kv_head * stride_kh + d[None, :], mask=kv_mask, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        s = tl.where(n_mask[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))  # finite: every tile has a live key
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_ptr + block[:, None] * stride_vb + offset[:, None] * stride_vt
+                    + kv_head * stride_vh + d[None, :], mask=kv_mask, other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        m_i = m_new
+
+    live = l_i > 0  # false for an empty split (or a zero-length context)
+    o = acc / tl.where(live, l_i, 1.0)[:, None]
+    out_mask = g_mask[:, None] & d_mask[None, :]
+    if NUM_SPLITS == 1:
+        tl.store(out_ptr + seq * stride_ob + heads[:, None] * stride_oh + d[None, :],
+                 o.to(out_ptr.dtype.element_ty), mask=out_mask)
+    else:
+        row = (seq * (GROUP * tl.num_programs(1)) + heads) * NUM_SPLITS + split
+        tl.store(mid_o_ptr + row[:, None] * HEAD_DIM + d[None, :], o, mask=out_mask)
+        lse = tl.where(live, m_i + tl.log2(tl.where(live, l_i, 1.0)), float("-inf"))
+        tl.store(mid_lse_ptr + row, lse, mask=g_mask)
+
+
+@triton.jit
+def _decode_reduce_kernel(
+    mid_o_ptr, mid_lse_ptr, out_ptr, stride_ob, stride_oh,
+    HEAD_DIM: tl.constexpr, NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    seq = tl.program_id(0).to(tl.int64)
+    head = tl.program_id(1)
+    row0 = (seq * tl.num_programs(1) + head) * NUM_SPLITS
+    s = tl.arange(0, BLOCK_S)
+    d = tl.arange(0, BLOCK_D)
+    s_mask = s < NUM_SPLITS
+    d_mask = d < HEAD_DIM
+    lse = tl.load(mid_lse_ptr + row0 + s, mask=s_mask, other=float("-inf"))
+    m = tl.max(lse, axis=0)
+    m = tl.where(m > float("-inf"), m, 0.0)  # all splits empty: weights 0, output 0
+    w = tl.exp2(lse - m)
+    o = tl.load(mid_o_ptr + (row0 + s)[:, None] * HEAD_DIM + d[None, :],
+                mask=s_mask[:, None] & d_mask[None, :], other=0.0)
+    total = tl.sum(w, axis=0)
+    merged = tl.sum(w[:, None] * o, axis=0) / tl.where(total > 0, total, 1.0)
+    tl.store(out_ptr + seq * stride_ob + head * stride_oh + d, merged.to(out_ptr.dtype.element_ty),
+             mask=d_mask)
+
+
+def check_paged_inputs(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                       block_tables: torch.Tensor) -> None:
+    """Shape/layout checks shared by the decode and prefill launchers."""
+    require(q.dim() == 3, f"q must be [tokens, heads, head_dim], got shape {tuple(q.shape)}")
+    require(k_cache.dim() == 4 and v_cache.shape == k_cache.shape,
+            "k_cache, v_cache must be [num_blocks, block_size, kv_heads, head_dim] and equal")
+    require(k_cache.shape[3] == q.shape[2],
+            f"head_dim differs: q has {q.shape[2]}, the cache {k_cache.shape[3]}")
+    require(q.shape[1] % k_cache.shape[2] == 0,
+            f"query heads ({q.shape[1]}) must be a multiple of kv heads ({k_cache.shape[2]})")
+    require(q.stride(2) == 1 and k_cache.stride(3) == 1 and v_cache.stride(3) == 1,
+            "q and the caches must be contiguous along head_dim")
+    require(k_cache.dtype == v_cache.dtype == q.dtype,
+            f"q, k_cache, v_cache dtypes differ: {q.dtype}, {k_cache.dtype}, {v_cache.dtype}")
+    require(block_tables.dim() == 2 and block_tables.stride(1) == 1,
+            "block_tables must be a row-contiguous [seqs, max_blocks] tensor")
+    require_same_device(q, k_cache, v_cache, block_tables)
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """fp32 inputs get exact fp32 dots (tf32 would break the fp32 bound); 16-bit are exact anyway."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def choose_num_splits(batch: int, kv_heads: int, max_context: int, num_sms: int = 132) -> int:
+    """Enough programs to fill the GPU twice over, but at least ~256 keys per split."""
+    programs = max(batch * kv_heads, 1)
+    want = math.ceil(2 * num_sms / programs)
+    return max(1, min(want, math.ceil(max_context / 256), 64))
+
+
+def paged_decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+    num_splits: int | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """q [B, Hq, D], one query per sequence over its paged context -> [B, Hq, D].
+
+    A row whose context_len is 0 gives zeros. num_splits None: chosen from the shapes
+    (the block table's width bounds the context, so no device sync is needed).
+    """
+    check_paged_inputs(q, k_cache, v_cache, block_tables)
+    batch, q_heads, head_dim = q.shape
+    block_size, kv_heads = k_cache.shape[1], k_cache.shape[2]
+    require(block_tables.shape[0] == batch and context_lens.shape == (batch,),
+            f"block_tables and context_lens must have {batch} rows")
+    require(context_lens.device == q.device, "context_lens must be on q's device")
+    out = out_or_new(out, (batch, q_heads, head_dim), q)
+    if batch == 0:
+        return out
+    if num_splits is None:
+        num_splits = choose_num_splits(batch, kv_heads, block_tables.shape[1] * block_size)
+    require(num_splits >= 1, f"num_splits must be >= 1, got {num_splits}")
+    group = q_heads // kv_heads
+    on_gpu = q.is_cuda
+    block_n = 64 if on_gpu else 16  # small tiles on the interpreter exercise the online softmax
+    if num_splits == 1:
+        mid_o = mid_lse = out  # unused: the split kernel writes the final output itself
+    else:
+        mid_o = torch.empty((batch, q_heads, num_splits, head_dim), dtype=torch.float32,
+                            device=q.device)
+        mid_lse = torch.empty((batch, q_heads, num_splits), dtype=torch.float32, device=q.device)
+    _decode_split_kernel[(batch, kv_heads, num_splits)](
+        q, k_cache, v_cache, block_tables, context_lens, out, mid_o, mid_lse, scale * LOG2E,
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_tables.stride(0),
+        out.stride(0), out.stride(1),
+        GROUP=group, HEAD_DIM=head_dim, BLOCK_SIZE=block_size, NUM_SPLITS=num_splits,
+        BLOCK_G=max(16, pow2(group)), BLOCK_D=pow2(head_dim), BLOCK_N=block_n,
+        PRECISION=dot_precision(q.dtype), num_warps=4, num_stages=3 if on_gpu else 1,
+    )
+    if num_splits > 1:
+        _decode_reduce_kernel[(batch, q_heads)](
+            mid_o, mid_lse, out, out.stride(0), out.stride(1),
+            HEAD_DIM=head_dim, NUM_SPLITS=num_splits, BLOCK_S=pow2(num_splits),
+            BLOCK_D=pow2(head_dim), num_warps=4,
+        )
+    return out
