@@ -178,6 +178,15 @@ class EngineConfig:
     # the whole engine may use, the cache taking what the weights leave.
     kv_cache_bytes: int | None = None
     gpu_memory_utilization: float = 0.9
+    # "fp8": quantize the linear layers' weights to float8_e4m3fn at load time (W8A8, dynamic
+    # per-token activations). FP8 checkpoints are detected and load as they are without it.
+    quantization: str | None = None
+    # "auto": read the checkpoint; "dummy": random weights for the config, no weight file.
+    load_format: str = "auto"
+    # Which kernels run the hot paths: "auto" = Triton on CUDA, the torch reference elsewhere.
+    kernel_backend: str = "auto"
+    # CUDA graphs for decode steps (CUDA + Triton only); True turns them off.
+    enforce_eager: bool = False
 
     def __post_init__(self) -> None:
         parse_dtype(self.dtype)
@@ -190,6 +199,11 @@ class EngineConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.kv_cache_bytes is not None and self.kv_cache_bytes <= 0:
             raise ValueError(f"kv_cache_bytes must be positive, got {self.kv_cache_bytes}")
+        choices = {"quantization": (None, "fp8"), "load_format": ("auto", "dummy"),
+                   "kernel_backend": ("auto", "torch", "triton")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(
                 f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"

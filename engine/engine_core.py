@@ -18,6 +18,7 @@ from engine.block_manager import BlockManager
 from engine.config import EngineConfig, parse_dtype
 from engine.detokenizer import IncrementalDetokenizer
 from engine.kv_budget import num_kv_blocks
+from engine.model.backend import select_ops, uses_cuda_graphs
 from engine.model.loader import load_model
 from engine.model_runner import ModelRunner, SequenceChunk
 from engine.outputs import CompletionOutput, Logprob, PositionLogprobs, RequestOutput
@@ -54,7 +55,9 @@ class EngineCore:
         self.config = config
         self.device = parse_device(config.device)
         dtype = parse_dtype(config.dtype)
-        loaded = load_model(config.model, dtype, self.device)
+        ops = select_ops(config.kernel_backend, self.device)
+        loaded = load_model(config.model, dtype, self.device, ops,
+                            quantization=config.quantization, load_format=config.load_format)
         self.model_config = loaded.config
         self.tokenizer = loaded.tokenizer
         self.eos_token_ids = loaded.eos_token_ids
@@ -63,7 +66,11 @@ class EngineCore:
             raise ValueError(f"max_model_len {config.max_model_len} exceeds the model's context {limit}")
         self.max_model_len = config.max_model_len or limit
         num_blocks = num_kv_blocks(loaded.config, config, self.max_model_len, self.device, dtype)
-        self.runner = ModelRunner(loaded.model, num_blocks, config.block_size, self.device)
+        self.runner = ModelRunner(
+            loaded.model, num_blocks, config.block_size, self.device,
+            cuda_graphs=uses_cuda_graphs(ops, self.device, config.enforce_eager),
+            graph_batch=config.max_num_seqs, max_model_len=self.max_model_len,
+        )
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(
             SchedulerConfig(self.max_model_len, config.max_num_seqs,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 
+from engine.cuda_graphs import DecodeGraphs
 from engine.model.attention import AttentionMetadata
 from engine.model.llama import LlamaForCausalLM
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -20,8 +24,13 @@ class SequenceChunk:
 
 
 class ModelRunner:
+    """One batched forward per step. On CUDA with the Triton kernels, pure decode steps of
+    up to `graph_batch` sequences replay captured CUDA graphs (`max_model_len` sets the
+    graphs' block-table width); everything else runs eagerly."""
+
     def __init__(
-        self, model: LlamaForCausalLM, num_blocks: int, block_size: int, device: torch.device
+        self, model: LlamaForCausalLM, num_blocks: int, block_size: int, device: torch.device,
+        *, cuda_graphs: bool = False, graph_batch: int = 0, max_model_len: int = 0,
     ) -> None:
         self.model = model
         self.block_size = block_size
@@ -34,6 +43,10 @@ class ModelRunner:
             (torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
             for _ in range(c.num_layers)
         ]
+        self.graphs: DecodeGraphs | None = None
+        if cuda_graphs:
+            max_blocks = -(-max_model_len // block_size)
+            self.graphs = DecodeGraphs(model, self.kv_caches, graph_batch, max_blocks, device)
 
     def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
         """Copy-on-write: give a sequence its own copy of a shared block, every layer."""
@@ -63,14 +76,15 @@ class ModelRunner:
         width = max(len(s.block_table) for s in seqs)
         tables = [s.block_table + [0] * (width - len(s.block_table)) for s in seqs]
 
-        def as_tensor(values: list) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.long, device=self.device)
+        def as_tensor(values: list, dtype: torch.dtype = torch.long) -> torch.Tensor:
+            return torch.tensor(values, dtype=dtype, device=self.device)
 
         meta = AttentionMetadata(
             slot_mapping=as_tensor(slots),
-            block_tables=as_tensor(tables),
-            context_lens=context_lens,
-            query_start_loc=query_start_loc,
+            block_tables=as_tensor(tables, torch.int32),
+            context_lens=as_tensor(context_lens, torch.int32),
+            query_start_loc=as_tensor(query_start_loc, torch.int32),
+            max_query_len=max(len(s.token_ids) for s in seqs),
         )
         return as_tensor(input_ids), as_tensor(positions), meta
 
@@ -78,6 +92,9 @@ class ModelRunner:
     def execute(self, seqs: list[SequenceChunk]) -> torch.Tensor:
         """One forward over every scheduled token; float32 logits of each sequence's last token."""
         input_ids, positions, meta = self.prepare(seqs)
-        hidden = self.model(input_ids, positions, self.kv_caches, meta)
-        last = torch.tensor(meta.query_start_loc[1:], device=self.device) - 1
+        if self.graphs is not None and self.graphs.fits(meta):
+            hidden = self.graphs.run(input_ids, positions, meta)
+        else:
+            hidden = self.model(input_ids, positions, self.kv_caches, meta)
+        last = meta.query_start_loc[1:].long() - 1
         return self.model.compute_logits(hidden[last])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -97,7 +98,9 @@ def end_of_generation_ids(meta: dict[str, Any], tokenizer: Tokenizer) -> frozens
     return frozenset(int(i) for i in ids if i is not None)
 
 
-def load_gguf(path: Path, dtype: torch.dtype, device: torch.device) -> LoadedModel:
+def load_gguf(
+    path: Path, dtype: torch.dtype, device: torch.device, ops: SimpleNamespace
+) -> LoadedModel:
     try:
         gf = GGUFFile(path)
     except (ValueError, OSError, UnicodeDecodeError) as e:
@@ -105,7 +108,7 @@ def load_gguf(path: Path, dtype: torch.dtype, device: torch.device) -> LoadedMod
     meta = gf.metadata
     by_name = {t.name: t for t in gf.tensors}
     config = ModelConfig.from_gguf_metadata(meta, has_output="output.weight" in by_name)
-    model = empty_model(config, dtype, device)
+    model = empty_model(config, dtype, device, ops)
     try:
         copy_weights(model, iter_tensors(gf, config), path)
         if "rope_freqs.weight" in by_name:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from safetensors import SafetensorError, safe_open
 
 from engine.config import ModelConfig
 from engine.json_file import read_json
+from engine.model.fp8 import Fp8Spec
 from engine.model.loader import LoadedModel, copy_weights, empty_model
 from engine.tokenizer import Tokenizer
 
@@ -52,16 +54,24 @@ def eos_ids(folder: Path, config: ModelConfig, tokenizer: Tokenizer) -> frozense
     return frozenset(int(i) for i in ids)
 
 
-def load_hf_folder(folder: Path, dtype: torch.dtype, device: torch.device) -> LoadedModel:
+def read_hf_config(folder: Path) -> tuple[ModelConfig, Fp8Spec | None]:
+    """The model's shape and its FP8 layout (None when unquantized) from config.json."""
     config_path = folder / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{folder} is not a model folder: it has no config.json")
+    raw = read_json(config_path)
     try:
-        config = ModelConfig.from_hf_config(read_json(config_path))
+        return ModelConfig.from_hf_config(raw), Fp8Spec.from_hf_config(raw)
     except KeyError as e:
         raise ValueError(f"{config_path} lacks the field {e.args[0]!r}") from e
+
+
+def load_hf_folder(
+    folder: Path, dtype: torch.dtype, device: torch.device, ops: SimpleNamespace
+) -> LoadedModel:
+    config, fp8 = read_hf_config(folder)
     files = safetensors_files(folder)
-    model = empty_model(config, dtype, device)
+    model = empty_model(config, dtype, device, ops, fp8)
     copy_weights(model, iter_safetensors(files), folder)
     tokenizer = Tokenizer.from_dir(folder)
     return LoadedModel(model, config, tokenizer, eos_ids(folder, config, tokenizer), folder)

@@ -1,24 +1,44 @@
-"""Building blocks of the Llama transformer: norm, rotary embedding, SwiGLU MLP."""
+"""Building blocks of the Llama transformer: norm, rotary embedding, SwiGLU MLP.
+
+Every hot op goes through `ops`, the kernel namespace the engine chose (kernels.reference_ops
+or kernels.triton_ops); the modules hold it as a plain attribute.
+"""
 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import torch
 from torch import nn
 
-import kernels
 from engine.config import ModelConfig, RopeScaling
+from engine.model.fp8 import Fp8Linear, Fp8Spec
+
+
+def make_linear(
+    in_features: int, out_features: int, bias: bool, fp8: Fp8Spec | None, ops: SimpleNamespace
+) -> nn.Module:
+    """A projection: plain, or FP8 when the checkpoint ships FP8 weights."""
+    if fp8 is None:
+        return nn.Linear(in_features, out_features, bias=bias)
+    return Fp8Linear(in_features, out_features, bias, fp8, ops)
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, size: int, eps: float) -> None:
+    def __init__(self, size: int, eps: float, ops: SimpleNamespace) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(size))
         self.eps = eps
+        self.ops = ops
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return kernels.rms_norm(x, self.weight, self.eps)
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normed, residual stream): with `residual`, adds it to x first (one fused kernel)."""
+        if residual is None:
+            return self.ops.rms_norm(x, self.weight, self.eps), x
+        return self.ops.fused_add_rms_norm(x, residual, self.weight, self.eps)
 
 
 def rope_inv_freq(
@@ -47,9 +67,10 @@ def rope_inv_freq(
 class RotaryEmbedding(nn.Module):
     """Rotary position embedding; frequencies are a buffer so they follow .to(device)."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, ops: SimpleNamespace) -> None:
         super().__init__()
         self.config = config
+        self.ops = ops
         self.register_buffer("inv_freq", self._inv_freq(), persistent=False)
 
     def _inv_freq(self) -> torch.Tensor:
@@ -68,17 +89,18 @@ class RotaryEmbedding(nn.Module):
         self.inv_freq = inv_freq.to(device)
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return kernels.rotary_embedding(positions, x, self.inv_freq)
+        return self.ops.rotary_embedding(positions, x, self.inv_freq)
 
 
 class MLP(nn.Module):
     """SwiGLU feed-forward with gate and up projections fused into one matmul."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, ops: SimpleNamespace, fp8: Fp8Spec | None) -> None:
         super().__init__()
-        bias = config.mlp_bias
-        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=bias)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
+        bias, hidden, inter = config.mlp_bias, config.hidden_size, config.intermediate_size
+        self.ops = ops
+        self.gate_up_proj = make_linear(hidden, 2 * inter, bias, fp8, ops)
+        self.down_proj = make_linear(inter, hidden, bias, fp8, ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(kernels.silu_and_mul(self.gate_up_proj(x)))
+        return self.down_proj(self.ops.silu_and_mul(self.gate_up_proj(x)))

@@ -6,24 +6,30 @@ sequences; AttentionMetadata says where each token belongs.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 from torch import nn
 
 from engine.config import ModelConfig
 from engine.model.attention import AttentionMetadata, attention
-from engine.model.layers import MLP, RMSNorm, RotaryEmbedding
+from engine.model.fp8 import Fp8Spec
+from engine.model.layers import MLP, RMSNorm, RotaryEmbedding, make_linear
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, config: ModelConfig, rotary: RotaryEmbedding) -> None:
+    def __init__(self, config: ModelConfig, rotary: RotaryEmbedding, ops: SimpleNamespace,
+                 fp8: Fp8Spec | None) -> None:
         super().__init__()
         self.config = config
         self.rotary = rotary
+        self.ops = ops
         qkv_out = config.q_size + 2 * config.kv_size
-        self.qkv_proj = nn.Linear(config.hidden_size, qkv_out, bias=config.attention_bias)
-        self.o_proj = nn.Linear(config.q_size, config.hidden_size, bias=config.attention_bias)
+        bias = config.attention_bias
+        self.qkv_proj = make_linear(config.hidden_size, qkv_out, bias, fp8, ops)
+        self.o_proj = make_linear(config.q_size, config.hidden_size, bias, fp8, ops)
         self.scale = config.head_dim**-0.5
 
     def forward(
@@ -34,37 +40,45 @@ class LlamaAttention(nn.Module):
         q = self.rotary(positions, q.view(-1, c.num_heads, c.head_dim))
         k = self.rotary(positions, k.view(-1, c.num_kv_heads, c.head_dim))
         v = v.view(-1, c.num_kv_heads, c.head_dim)
-        out = attention(q, k, v, kv_cache, meta, self.scale)
+        out = attention(q, k, v, kv_cache, meta, self.scale, self.ops)
         return self.o_proj(out.reshape(-1, c.q_size))
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig, rotary: RotaryEmbedding) -> None:
+    def __init__(self, config: ModelConfig, rotary: RotaryEmbedding, ops: SimpleNamespace,
+                 fp8: Fp8Spec | None) -> None:
         super().__init__()
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.self_attn = LlamaAttention(config, rotary)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = MLP(config)
+        size, eps = config.hidden_size, config.rms_norm_eps
+        self.input_layernorm = RMSNorm(size, eps, ops)
+        self.self_attn = LlamaAttention(config, rotary, ops, fp8)
+        self.post_attention_layernorm = RMSNorm(size, eps, ops)
+        self.mlp = MLP(config, ops, fp8)
 
     def forward(
-        self, positions: torch.Tensor, x: torch.Tensor, kv_cache: KVCache, meta: AttentionMetadata
-    ) -> torch.Tensor:
-        x = x + self.self_attn(positions, self.input_layernorm(x), kv_cache, meta)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        self, positions: torch.Tensor, x: torch.Tensor, residual: torch.Tensor | None,
+        kv_cache: KVCache, meta: AttentionMetadata,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x is the previous sublayer's output, not yet added to the residual stream: the add
+        is fused into the next norm. Returns (this layer's MLP output, residual stream)."""
+        h, residual = self.input_layernorm(x, residual)
+        h = self.self_attn(positions, h, kv_cache, meta)
+        h, residual = self.post_attention_layernorm(h, residual)
+        return self.mlp(h), residual
 
 
 class LlamaForCausalLM(nn.Module):
     """Embedding -> N decoder layers -> final norm -> LM head (tied or separate)."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, ops: SimpleNamespace, fp8: Fp8Spec | None = None) -> None:
         super().__init__()
         self.config = config
-        self.rotary = RotaryEmbedding(config)
+        self.ops = ops
+        self.rotary = RotaryEmbedding(config, ops)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(config, self.rotary) for _ in range(config.num_layers)
+            LlamaDecoderLayer(config, self.rotary, ops, fp8) for _ in range(config.num_layers)
         )
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, ops)
         if config.tie_word_embeddings:
             self.lm_head = None
         else:
@@ -78,10 +92,10 @@ class LlamaForCausalLM(nn.Module):
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         """Final hidden states of every token: [num_tokens, hidden]."""
-        x = self.embed_tokens(input_ids)
+        x, residual = self.embed_tokens(input_ids), None
         for layer, kv_cache in zip(self.layers, kv_caches):
-            x = layer(positions, x, kv_cache, meta)
-        return self.norm(x)
+            x, residual = layer(positions, x, residual, kv_cache, meta)
+        return self.norm(x, residual)[0]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits in float32 for the rows the sampler needs (usually each sequence's last)."""

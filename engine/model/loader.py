@@ -7,17 +7,23 @@ memory stays near the model's size rather than twice it.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
 
+import kernels
 from engine.config import ModelConfig
+from engine.model.fp8 import SCALE_NAMES, Fp8Linear, Fp8Spec, copy_scale, keeps_dtype, quantize_linears
 from engine.model.llama import LlamaForCausalLM
 from engine.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
 
 GGUF_MAGIC = b"GGUF"
 _LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)")
@@ -54,28 +60,62 @@ def resolve_model_path(model: str | Path) -> Path:
     return path
 
 
-def load_model(model: str | Path, dtype: torch.dtype, device: torch.device) -> LoadedModel:
-    path = resolve_model_path(model)
+def load_model(
+    model: str | Path, dtype: torch.dtype, device: torch.device,
+    ops: SimpleNamespace | None = None, *, quantization: str | None = None,
+    load_format: str = "auto",
+) -> LoadedModel:
+    """Load a checkpoint (or random weights with load_format="dummy") for `ops`' kernels.
+
+    quantization="fp8" turns the decoder's linear layers into FP8 ones after loading;
+    FP8 checkpoints are FP8 already.
+    """
+    ops = kernels.reference_ops if ops is None else ops
+    if load_format == "dummy":
+        from engine.model.dummy import load_dummy
+
+        loaded = load_dummy(model, dtype, device, ops)
+    else:
+        loaded = _load_checkpoint(resolve_model_path(model), dtype, device, ops)
+    if quantization == "fp8" and not any(isinstance(m, Fp8Linear) for m in loaded.model.modules()):
+        count = quantize_linears(loaded.model, ops)
+        logger.info("quantized %d linear layers to FP8 (per-channel weights)", count)
+    return loaded
+
+
+def _load_checkpoint(
+    path: Path, dtype: torch.dtype, device: torch.device, ops: SimpleNamespace
+) -> LoadedModel:
     if path.is_dir():
         from engine.model.hf_loader import load_hf_folder
 
-        return load_hf_folder(path, dtype, device)
+        return load_hf_folder(path, dtype, device, ops)
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic == GGUF_MAGIC:
         from engine.model.gguf_loader import load_gguf
 
-        return load_gguf(path, dtype, device)
+        return load_gguf(path, dtype, device, ops)
     raise ValueError(
         f"{path} is not a model: expected an HF-style folder (config.json + *.safetensors) "
         "or a GGUF file"
     )
 
 
-def empty_model(config: ModelConfig, dtype: torch.dtype, device: torch.device) -> LlamaForCausalLM:
-    """Allocate the model's storage once, in the compute dtype, without initialising it."""
+def empty_model(
+    config: ModelConfig, dtype: torch.dtype, device: torch.device, ops: SimpleNamespace,
+    fp8: Fp8Spec | None = None,
+) -> LlamaForCausalLM:
+    """Allocate the model's storage once, in the compute dtype, without initialising it.
+
+    FP8 weights and their float32 scales keep their own dtypes.
+    """
     with torch.device("meta"):
-        model = LlamaForCausalLM(config).to(dtype)
+        model = LlamaForCausalLM(config, ops, fp8)
+    for module in model.modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            if not keeps_dtype(module, name):
+                setattr(module, name, nn.Parameter(param.to(dtype), requires_grad=False))
     model = model.to_empty(device=device)
     if device.type == "cpu":
         transpose_linear_storage(model)
@@ -118,10 +158,12 @@ def param_target(hf_name: str, config: ModelConfig) -> tuple[str, slice | None] 
         "mlp.up_proj": ("mlp.gate_up_proj", slice(inter, 2 * inter)),
     }
     module, _, kind = rest.rpartition(".")
+    if kind == "weight_scale_inv":  # block-scaled checkpoints: also a dequantization factor
+        kind = "weight_scale"
     if module in fused:
         target, rows = fused[module]
         return f"{prefix}{target}.{kind}", rows
-    return prefix + rest, None
+    return f"{prefix}{module}.{kind}", None
 
 
 def copy_weights(
@@ -141,7 +183,16 @@ def copy_weights(
         pname, rows = target
         if pname not in params:
             raise ValueError(f"{source}: unexpected tensor {name} for this config")
+        if name.rpartition(".")[2] in SCALE_NAMES:
+            module = model.get_submodule(pname.rpartition(".")[0])
+            filled[pname] = filled.get(pname, 0) + copy_scale(
+                params[pname].data, name.rpartition(".")[2], tensor, rows,
+                module.block_size, pname in filled)
+            continue
         dest = params[pname].data if rows is None else params[pname].data[rows]
+        if dest.dtype == torch.float8_e4m3fn and tensor.dtype != dest.dtype:
+            raise ValueError(f"{source}: {name} is {tensor.dtype}, but the checkpoint's "
+                             "quantization_config says its weights are float8_e4m3fn")
         if tensor.dim() > 1:
             dest = dest[first_row : first_row + tensor.shape[0]]
         if tuple(dest.shape) != tuple(tensor.shape):
