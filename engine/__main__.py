@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", default="float32")
     gen.add_argument("--device", default="cpu")
     gen.add_argument("--max-model-len", type=int, default=None)
+    gen.add_argument("--quantization", choices=["fp8"], default=None)
+    gen.add_argument("--load-format", choices=["auto", "dummy"], default="auto")
+    gen.add_argument("--kernel-backend", choices=["auto", "torch", "triton"], default="auto")
     gen.add_argument("-v", "--verbose", action="store_true", help="log loading details")
     return parser
 
@@ -42,7 +45,9 @@ def run_generate(args: argparse.Namespace) -> None:
         top_k=args.top_k, seed=args.seed,
     )
     start = time.perf_counter()
-    llm = LLM(args.model, dtype=args.dtype, device=args.device, max_model_len=args.max_model_len)
+    llm = LLM(args.model, dtype=args.dtype, device=args.device, max_model_len=args.max_model_len,
+              quantization=args.quantization, load_format=args.load_format,
+              kernel_backend=args.kernel_backend)
     print(f"[loaded {args.model} in {time.perf_counter() - start:.1f}s]", file=sys.stderr)
     history: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
     prompts = [args.prompt] if args.prompt is not None else (line.rstrip("\n") for line in sys.stdin)

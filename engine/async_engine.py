@@ -89,6 +89,8 @@ class AsyncEngine:
             "kv_blocks": core.block_manager.num_blocks,
             "kv_tokens": core.block_manager.num_blocks * core.block_manager.block_size,
             "max_model_len": core.max_model_len,
+            "weights": core.weights_kind,
+            "kernels": core.kernels_kind,
         }
 
     # ---- public API ----------------------------------------------------------------------

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
+import kernels
 from engine.block_manager import BlockManager
 from engine.config import EngineConfig, parse_dtype
 from engine.detokenizer import IncrementalDetokenizer
 from engine.kv_budget import num_kv_blocks
 from engine.model.backend import select_ops, uses_cuda_graphs
+from engine.model.fp8 import Fp8Linear
 from engine.model.loader import load_model
 from engine.model_runner import ModelRunner, SequenceChunk
 from engine.outputs import CompletionOutput, Logprob, PositionLogprobs, RequestOutput
@@ -56,9 +58,12 @@ class EngineCore:
         self.device = parse_device(config.device)
         dtype = parse_dtype(config.dtype)
         ops = select_ops(config.kernel_backend, self.device)
+        self.kernels_kind = "triton" if ops is not kernels.reference_ops else "torch"
         loaded = load_model(config.model, dtype, self.device, ops,
                             quantization=config.quantization, load_format=config.load_format)
         self.model_config = loaded.config
+        self.weights_kind = "fp8" if any(
+            isinstance(m, Fp8Linear) for m in loaded.model.modules()) else config.dtype
         self.tokenizer = loaded.tokenizer
         self.eos_token_ids = loaded.eos_token_ids
         limit = loaded.config.max_position_embeddings

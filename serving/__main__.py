@@ -35,7 +35,7 @@ def startup_line(served: ServedModel, s: EngineSummary) -> str:
     aliases = f" (aliases: {', '.join(served.aliases)})" if served.aliases else ""
     fallback = f", fallback {served.fallback}" if served.fallback else ""
     return (f"model {served.name}{aliases}: {s.parameters / 1e6:.2f}M parameters, dtype "
-            f"{s.dtype} on {s.device}, KV cache {s.kv_blocks} blocks = {s.kv_tokens} tokens, "
+            f"{s.dtype} on {s.device}, {s.weights} weights, {s.kernels} kernels, KV cache {s.kv_blocks} blocks = {s.kv_tokens} tokens, "
             f"max_model_len {s.max_model_len}{fallback}")
 
 

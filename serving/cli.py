@@ -68,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--kv-cache-bytes", type=byte_size, help="KV cache budget on the CPU")
     e.add_argument("--gpu-memory-utilization", type=float)
     e.add_argument("--seed", type=int)
+    e.add_argument("--quantization", choices=["fp8"],
+                   help="fp8: quantize the linear layers' weights to FP8 (W8A8) at load time")
+    e.add_argument("--load-format", choices=["auto", "dummy"],
+                   help="dummy: random weights for the model's shape (benchmarking)")
+    e.add_argument("--kernel-backend", choices=["auto", "torch", "triton"],
+                   help="auto: Triton kernels on CUDA, the torch reference elsewhere")
+    e.add_argument("--enforce-eager", action="store_true", default=None,
+                   help="no CUDA graphs for decode steps")
     s = p.add_argument_group("server")
     s.add_argument("--fallback", action="append", default=[], metavar="SHORT=LONG",
                    help="prompts longer than SHORT's context go to LONG (served names)")
@@ -83,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 ENGINE_FLAGS = ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "dtype", "device",
-                "kv_cache_bytes", "gpu_memory_utilization", "seed")
+                "kv_cache_bytes", "gpu_memory_utilization", "seed", "quantization", "load_format",
+                "kernel_backend", "enforce_eager")
 
 
 def engine_config(model: str, args: argparse.Namespace) -> EngineConfig:
@@ -163,6 +172,8 @@ class EngineSummary:
     kv_blocks: int
     kv_tokens: int
     max_model_len: int
+    weights: str
+    kernels: str
 
 
 def engine_summary(engine: AsyncEngine) -> EngineSummary:

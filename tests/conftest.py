@@ -104,3 +104,13 @@ def smollm2_gguf() -> Path:
     if not path.exists():
         pytest.skip(f"the real model is not fetched ({path}); run python -m weights.fetch")
     return path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` need CUDA: without it they are skipped, saying why."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (marked gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -19,7 +19,14 @@ from torch import nn
 
 import kernels
 from engine.config import ModelConfig
-from engine.model.fp8 import SCALE_NAMES, Fp8Linear, Fp8Spec, copy_scale, keeps_dtype, quantize_linears
+from engine.model.fp8 import (
+    SCALE_NAMES,
+    Fp8Linear,
+    Fp8Spec,
+    copy_scale,
+    keeps_dtype,
+    quantize_linears,
+)
 from engine.model.llama import LlamaForCausalLM
 from engine.tokenizer import Tokenizer
 
