@@ -66,3 +66,21 @@ def ms_stats(seconds: list[float]) -> dict[str, float]:
 
     return {"mean": round(1000 * statistics.mean(ordered), 1), "p50": round(1000 * pick(0.5), 1),
             "p99": round(1000 * pick(0.99), 1)}
+
+
+def memory_bandwidth_gbps(device: torch.device, size_bytes: int = 1 << 30, repeats: int = 10) -> float:
+    """Measured copy bandwidth (bytes read + written per second, in GB/s): the ceiling that
+    memory-bound kernels and batch-1 decode are compared with."""
+    src = torch.empty(size_bytes // 2, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # warm-up
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        dst.copy_(src)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return size_bytes / statistics.median(times) / 1e9

@@ -1,6 +1,11 @@
 """Batch-1 latency: prompt (prefill) tokens/s and decode tokens/s for one model.
 
     python -m benchmarks.latency --model smollm2-135m-instruct --prompt-len 128 --decode-len 64
+    python -m benchmarks.latency --model llama-3.1-8b --load-format dummy --device cuda \
+        --dtype bfloat16 [--quantization fp8]
+
+Batch-1 decode reads every weight once per token, so it also reports the fraction of the
+memory roofline: bytes of weights per token x tokens/s / measured copy bandwidth.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import time
 
 from tqdm import tqdm
 
-from benchmarks.common import save
+from benchmarks.common import memory_bandwidth_gbps, save
 from engine import LLM, SamplingParams
 
 
@@ -33,10 +38,17 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=128)
     parser.add_argument("--decode-len", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--load-format", default="auto", choices=["auto", "dummy"])
+    parser.add_argument("--quantization", choices=["fp8"])
+    parser.add_argument("--kernel-backend", default="auto", choices=["auto", "torch", "triton"])
+    parser.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
     args = parser.parse_args()
 
     # No prefix cache: every repeat must compute its prompt again.
-    llm = LLM(args.model, dtype=args.dtype, device=args.device, enable_prefix_caching=False)
+    llm = LLM(args.model, dtype=args.dtype, device=args.device, enable_prefix_caching=False,
+              load_format=args.load_format, quantization=args.quantization,
+              kernel_backend=args.kernel_backend, enforce_eager=args.enforce_eager,
+              max_num_seqs=1, max_model_len=args.prompt_len + args.decode_len + 16)
     vocab = llm.model_config.vocab_size
     prompt = [(i * 7919 + 13) % vocab for i in range(args.prompt_len)]  # fixed, not random
     timed(llm, prompt, 2)  # warm-up
@@ -47,22 +59,30 @@ def main() -> None:
     t_prefill, t_total = statistics.median(prefill), statistics.median(total)
     prompt_tps = args.prompt_len / t_prefill
     decode_tps = (args.decode_len - 1) / (t_total - t_prefill)
-    params = sum(p.numel() for p in llm.engine.runner.model.parameters())
-    weight_bytes = sum(p.numel() * p.element_size() for p in llm.engine.runner.model.parameters())
+    model = llm.engine.runner.model
+    params = sum(p.numel() for p in model.parameters())
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    if model.lm_head is not None:  # an untied embedding table is read one row per token
+        weight_bytes -= model.embed_tokens.weight.numel() * model.embed_tokens.weight.element_size()
+    bandwidth = memory_bandwidth_gbps(llm.engine.device)
     record = {
         "benchmark": "latency",
         "model": args.model, "dtype": args.dtype, "parameters": params,
+        "load_format": args.load_format, "quantization": args.quantization,
+        "kernels": llm.engine.kernels_kind, "cuda_graphs": llm.engine.runner.graphs is not None,
         "prompt_len": args.prompt_len, "decode_len": args.decode_len, "repeats": args.repeats,
         "prompt_tokens_per_s": round(prompt_tps, 1),
         "decode_tokens_per_s": round(decode_tps, 2),
         "ms_per_output_token": round(1000 / decode_tps, 2),
         # Batch-1 decode reads every weight once per token: the effective weight bandwidth.
-        "weight_bytes": weight_bytes,
+        "weight_bytes_per_token": weight_bytes,
         "effective_weight_GBps": round(decode_tps * weight_bytes / 1e9, 2),
+        "measured_copy_GBps": round(bandwidth, 1),
+        "roofline_fraction": round(decode_tps * weight_bytes / 1e9 / bandwidth, 3),
     }
     path = save("latency", record)
     for key in ("prompt_tokens_per_s", "decode_tokens_per_s", "ms_per_output_token",
-                "effective_weight_GBps"):
+                "effective_weight_GBps", "measured_copy_GBps", "roofline_fraction"):
         print(f"{key:>24}: {record[key]}")
     print(f"saved {path}")
 

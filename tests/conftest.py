@@ -65,14 +65,16 @@ def write_tokenizer(folder: Path, vocab_size: int) -> None:
     }))
 
 
-def make_tiny_llama(folder: Path, kind: str, dtype: torch.dtype = torch.float32) -> Path:
-    """Write a random LlamaForCausalLM (transformers' own init and file layout) into folder."""
+def make_tiny_llama(folder: Path, kind: str | dict, dtype: torch.dtype = torch.float32) -> Path:
+    """Write a random LlamaForCausalLM (transformers' own init and file layout) into folder.
+
+    `kind` names one of TINY_CONFIGS, or is such a dict of config.json fields itself."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = 320
     config = LlamaConfig(vocab_size=vocab, eos_token_id=2, bos_token_id=None,
-                         **TINY_CONFIGS[kind])
+                         **(TINY_CONFIGS[kind] if isinstance(kind, str) else kind))
     torch.manual_seed(1234)
     model = LlamaForCausalLM(config).to(dtype)
     with torch.no_grad():  # larger than the default init so that logits are not all near-ties
