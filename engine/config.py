@@ -178,8 +178,9 @@ class EngineConfig:
     # the whole engine may use, the cache taking what the weights leave.
     kv_cache_bytes: int | None = None
     gpu_memory_utilization: float = 0.9
-    # "fp8": quantize the linear layers' weights to float8_e4m3fn at load time (W8A8, dynamic
-    # per-token activations). FP8 checkpoints are detected and load as they are without it.
+    # "fp8": quantize the linear layers' weights to float8_e4m3fn at load time (W8A8: weights
+    # in 128x128 blocks, activations in dynamic 1x128 groups). FP8 checkpoints are detected
+    # and load as they are without it.
     quantization: str | None = None
     # "auto": read the checkpoint; "dummy": random weights for the config, no weight file.
     load_format: str = "auto"

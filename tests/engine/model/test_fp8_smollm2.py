@@ -23,8 +23,9 @@ TEXT = (
 )
 
 
-def perplexity(path: Path, dtype: torch.dtype, device: torch.device, **kwargs: object) -> float:
-    loaded = load_model(path, dtype, device, **kwargs)
+def perplexity(path: Path, dtype: torch.dtype, device: torch.device, ops: object = None,
+               **kwargs: object) -> float:
+    loaded = load_model(path, dtype, device, ops, **kwargs)
     ids = loaded.tokenizer.encode(TEXT)
     blocks = -(-len(ids) // 16)
     runner = ModelRunner(loaded.model, num_blocks=blocks, block_size=16, device=device)
