@@ -1,0 +1,30 @@
+"""`python -m serving` engine flags reach the EngineConfig; absent flags keep its defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import EngineConfig
+from serving.cli import parse_args
+
+
+def test_kernel_and_quantization_flags() -> None:
+    plan = parse_args(["--model", "m", "--quantization", "fp8", "--load-format", "dummy",
+                       "--kernel-backend", "triton", "--enforce-eager"])
+    config = plan.models[0].config
+    assert (config.quantization, config.load_format) == ("fp8", "dummy")
+    assert (config.kernel_backend, config.enforce_eager) == ("triton", True)
+
+
+def test_absent_flags_keep_the_engine_defaults() -> None:
+    config = parse_args(["--model", "m"]).models[0].config
+    defaults = EngineConfig("m")
+    for field in ("quantization", "load_format", "kernel_backend", "enforce_eager"):
+        assert getattr(config, field) == getattr(defaults, field)
+
+
+def test_unknown_quantization_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--model", "m", "--quantization", "int4"])
+    assert exit_info.value.code == 2
+    assert "fp8" in capsys.readouterr().err
