@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.model.fp8 import Fp8Linear
+from engine.model.fp8 import Fp8Linear, Fp8Spec
 from engine.model.loader import load_model
 from engine.model_runner import ModelRunner
 from tests.conftest import make_tiny_llama
@@ -141,3 +141,31 @@ def test_missing_scale_is_a_clear_error(tiny_llama: Path, tmp_path: Path) -> Non
     save_file(written, str(tmp_path / "fp8" / "model.safetensors"))
     with pytest.raises(ValueError, match="down_proj.weight_scale"):
         load_model(tmp_path / "fp8", torch.float32, torch.device("cpu"))
+
+
+@pytest.mark.parametrize(("quant", "expected"), [
+    ({"quant_method": "fp8", "activation_scheme": "dynamic"}, Fp8Spec(None, False)),
+    ({"quant_method": "fp8", "activation_scheme": "static"}, Fp8Spec(None, True)),
+    ({"quant_method": "fp8", "weight_block_size": [128, 128]}, Fp8Spec(128, False)),
+    ({"quant_method": "compressed-tensors", "config_groups": {"group_0": {
+        "weights": {"num_bits": 8, "type": "float", "strategy": "channel"},
+        "input_activations": {"num_bits": 8, "type": "float", "dynamic": True}}}},
+     Fp8Spec(None, False)),
+    ({"quant_method": "compressed-tensors", "config_groups": {"group_0": {
+        "weights": {"num_bits": 8, "type": "float", "strategy": "tensor"},
+        "input_activations": {"num_bits": 8, "type": "float", "dynamic": False}}}},
+     Fp8Spec(None, True)),
+])
+def test_fp8_layouts_read_from_config(quant: dict, expected: Fp8Spec) -> None:
+    assert Fp8Spec.from_hf_config({"quantization_config": quant}) == expected
+
+
+@pytest.mark.parametrize("quant", [
+    {"quant_method": "gptq"},
+    {"quant_method": "fp8", "weight_block_size": [128, 64]},
+    {"quant_method": "compressed-tensors", "config_groups": {"g": {
+        "weights": {"num_bits": 4, "type": "int"}}}},
+])
+def test_unsupported_quantization_is_refused(quant: dict) -> None:
+    with pytest.raises(ValueError):
+        Fp8Spec.from_hf_config({"quantization_config": quant})
