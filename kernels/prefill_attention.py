@@ -21,6 +21,7 @@ from kernels.paged_attention import (
     attn_dot,
     check_paged_inputs,
     dot_precision,
+    gpu_tiles,
     interpreter_upcast,
     paged_decode_attention,
 )
@@ -102,7 +103,8 @@ def paged_attention(
 ) -> torch.Tensor:
     """q [T, Hq, D] packed by query_start_loc [S+1] -> causal attention over the paged cache.
 
-    Every sequence needs context_lens[i] >= its query length (its new K/V already written).
+    Every sequence needs context_lens[i] >= its query length (its new K/V already written),
+    and max_query_len >= every query length (it sizes the grid; checking would cost a sync).
     A decode-only batch (max_query_len 1) goes to the split-KV decode kernel.
     """
     check_paged_inputs(q, k_cache, v_cache, block_tables)
@@ -126,6 +128,7 @@ def paged_attention(
     group_pad = pow2(group)
     on_gpu = q.is_cuda
     max_rows = 64 if on_gpu else 16
+    block_n = gpu_tiles(q)[0] if on_gpu else 16
     # Rows = query tokens x the head group; short queries (decode rows mixed in) get short tiles.
     block_m = max(16, min(max(max_rows, group_pad), pow2(max_query_len * group_pad)))
     block_q = block_m // group_pad
@@ -136,7 +139,7 @@ def paged_attention(
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_tables.stride(0),
         out.stride(0), out.stride(1),
         GROUP=group, GROUP_PAD=group_pad, HEAD_DIM=head_dim, BLOCK_SIZE=block_size,
-        BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_D=pow2(head_dim), BLOCK_N=64 if on_gpu else 16,
+        BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_D=pow2(head_dim), BLOCK_N=block_n,
         PRECISION=dot_precision(q.dtype), UPCAST=interpreter_upcast(q),
         num_warps=4, num_stages=2 if on_gpu else 1,
     )
