@@ -14,7 +14,8 @@ def require(ok: bool, message: str) -> None:
 
 def require_same_device(*tensors: torch.Tensor) -> None:
     devices = {t.device for t in tensors}
-    require(len(devices) == 1, f"all tensors must be on one device, got {sorted(map(str, devices))}")
+    names = sorted(map(str, devices))
+    require(len(devices) == 1, f"all tensors must be on one device, got {names}")
 
 
 def pow2(n: int) -> int:
@@ -22,7 +23,9 @@ def pow2(n: int) -> int:
     return triton.next_power_of_2(max(int(n), 1))
 
 
-def out_or_new(out: torch.Tensor | None, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+def out_or_new(
+    out: torch.Tensor | None, shape: tuple[int, ...], like: torch.Tensor
+) -> torch.Tensor:
     """The caller's output buffer (checked) or a fresh one shaped `shape` like `like`."""
     if out is None:
         return torch.empty(shape, dtype=like.dtype, device=like.device)

@@ -1,4 +1,4 @@
-"""Write new keys/values into the paged cache at their slots (slot = block * block_size + offset)."""
+"""Write new keys/values into the paged cache at their slots (block * block_size + offset)."""
 
 from __future__ import annotations
 

@@ -29,12 +29,14 @@ def _rms_norm_kernel(
     # As HF Llama: normalise in fp32, cast to the input dtype, then scale by the weight.
     normed = (xf * inv_rms).to(x.dtype).to(tl.float32)
     w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + row * stride_out + cols, (normed * w).to(out_ptr.dtype.element_ty), mask=mask)
+    y = (normed * w).to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + row * stride_out + cols, y, mask=mask)
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor) -> None:
     require(x.dim() == 2, f"x must be [tokens, hidden], got shape {tuple(x.shape)}")
-    require(weight.shape == (x.shape[1],), f"weight must be [{x.shape[1]}], got {tuple(weight.shape)}")
+    require(weight.shape == (x.shape[1],),
+            f"weight must be [{x.shape[1]}], got {tuple(weight.shape)}")
     require(x.stride(1) == 1, "x rows must be contiguous")
     require_same_device(x, weight)
 

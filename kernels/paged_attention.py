@@ -21,6 +21,17 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def attn_dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """tl.dot, or through fp32 where the interpreter would multiply bf16 bit patterns
+    (triton-lang/triton#11584); the operands are already rounded to their dtype, so the
+    products are the GPU's."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(a, b, input_precision=PRECISION)
+
+
+@triton.jit
 def _decode_split_kernel(
     q_ptr, k_ptr, v_ptr, table_ptr, lens_ptr, out_ptr, mid_o_ptr, mid_lse_ptr, qk_scale,
     stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
@@ -28,6 +39,7 @@ def _decode_split_kernel(
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     NUM_SPLITS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     seq = tl.program_id(0).to(tl.int64)
     kv_head = tl.program_id(1)
@@ -58,7 +70,7 @@ def _decode_split_kernel(
         kv_mask = n_mask[:, None] & d_mask[None, :]
         k = tl.load(k_ptr + block[:, None] * stride_kb + offset[:, None] * stride_kt
                     + kv_head * stride_kh + d[None, :], mask=kv_mask, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        s = attn_dot(q, tl.trans(k), PRECISION, UPCAST) * qk_scale
         s = tl.where(n_mask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))  # finite: every tile has a live key
         alpha = tl.exp2(m_i - m_new)
@@ -66,7 +78,7 @@ def _decode_split_kernel(
         l_i = l_i * alpha + tl.sum(p, axis=1)
         v = tl.load(v_ptr + block[:, None] * stride_vb + offset[:, None] * stride_vt
                     + kv_head * stride_vh + d[None, :], mask=kv_mask, other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        acc = acc * alpha[:, None] + attn_dot(p.to(v.dtype), v, PRECISION, UPCAST)
         m_i = m_new
 
     live = l_i > 0  # false for an empty split (or a zero-length context)
@@ -127,8 +139,19 @@ def check_paged_inputs(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
 
 
 def dot_precision(dtype: torch.dtype) -> str:
-    """fp32 inputs get exact fp32 dots (tf32 would break the fp32 bound); 16-bit are exact anyway."""
+    """Exact fp32 dots for fp32 inputs (tf32 would break the fp32 bound); 16-bit ones are exact."""
     return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def interpreter_upcast(q: torch.Tensor) -> bool:
+    """On the CPU kernels run interpreted, where bf16 dots need the fp32 detour."""
+    return not q.is_cuda and q.dtype == torch.bfloat16
+
+
+def gpu_tiles(q: torch.Tensor) -> tuple[int, int]:
+    """(keys per tile, pipeline stages) on a GPU: fp32 tiles are twice the bytes, so halve
+    them to keep the staged K/V buffers within shared memory."""
+    return (32, 2) if q.dtype == torch.float32 else (64, 3)
 
 
 def choose_num_splits(batch: int, kv_heads: int, max_context: int, num_sms: int = 132) -> int:
@@ -166,8 +189,7 @@ def paged_decode_attention(
         num_splits = choose_num_splits(batch, kv_heads, block_tables.shape[1] * block_size)
     require(num_splits >= 1, f"num_splits must be >= 1, got {num_splits}")
     group = q_heads // kv_heads
-    on_gpu = q.is_cuda
-    block_n = 64 if on_gpu else 16  # small tiles on the interpreter exercise the online softmax
+    block_n, stages = gpu_tiles(q) if q.is_cuda else (16, 1)  # small tiles: several per test
     if num_splits == 1:
         mid_o = mid_lse = out  # unused: the split kernel writes the final output itself
     else:
@@ -181,7 +203,8 @@ def paged_decode_attention(
         out.stride(0), out.stride(1),
         GROUP=group, HEAD_DIM=head_dim, BLOCK_SIZE=block_size, NUM_SPLITS=num_splits,
         BLOCK_G=max(16, pow2(group)), BLOCK_D=pow2(head_dim), BLOCK_N=block_n,
-        PRECISION=dot_precision(q.dtype), num_warps=4, num_stages=3 if on_gpu else 1,
+        PRECISION=dot_precision(q.dtype), UPCAST=interpreter_upcast(q),
+        num_warps=4, num_stages=stages,
     )
     if num_splits > 1:
         _decode_reduce_kernel[(batch, q_heads)](

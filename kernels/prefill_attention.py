@@ -16,7 +16,15 @@ import triton
 import triton.language as tl
 
 from kernels._launch import out_or_new, pow2, require
-from kernels.paged_attention import LOG2E, check_paged_inputs, dot_precision, paged_decode_attention
+from kernels.paged_attention import (
+    LOG2E,
+    attn_dot,
+    check_paged_inputs,
+    dot_precision,
+    gpu_tiles,
+    interpreter_upcast,
+    paged_decode_attention,
+)
 
 
 @triton.jit
@@ -27,6 +35,7 @@ def _prefill_kernel(
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     seq = tl.program_id(0).to(tl.int64)
     tile = tl.program_id(1)
@@ -64,7 +73,7 @@ def _prefill_kernel(
         kv_mask = n_mask[:, None] & d_mask[None, :]
         k = tl.load(k_ptr + block[:, None] * stride_kb + offset[:, None] * stride_kt
                     + kv_head * stride_kh + d[None, :], mask=kv_mask, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        s = attn_dot(q, tl.trans(k), PRECISION, UPCAST) * qk_scale
         visible = n_mask[None, :] & (n[None, :] <= q_pos[:, None])
         s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -73,7 +82,7 @@ def _prefill_kernel(
         l_i = l_i * alpha + tl.sum(p, axis=1)
         v = tl.load(v_ptr + block[:, None] * stride_vb + offset[:, None] * stride_vt
                     + kv_head * stride_vh + d[None, :], mask=kv_mask, other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        acc = acc * alpha[:, None] + attn_dot(p.to(v.dtype), v, PRECISION, UPCAST)
         m_i = m_new
 
     o = acc / l_i[:, None]
@@ -94,7 +103,8 @@ def paged_attention(
 ) -> torch.Tensor:
     """q [T, Hq, D] packed by query_start_loc [S+1] -> causal attention over the paged cache.
 
-    Every sequence needs context_lens[i] >= its query length (its new K/V already written).
+    Every sequence needs context_lens[i] >= its query length (its new K/V already written),
+    and max_query_len >= every query length (it sizes the grid; checking would cost a sync).
     A decode-only batch (max_query_len 1) goes to the split-KV decode kernel.
     """
     check_paged_inputs(q, k_cache, v_cache, block_tables)
@@ -118,6 +128,7 @@ def paged_attention(
     group_pad = pow2(group)
     on_gpu = q.is_cuda
     max_rows = 64 if on_gpu else 16
+    block_n = gpu_tiles(q)[0] if on_gpu else 16
     # Rows = query tokens x the head group; short queries (decode rows mixed in) get short tiles.
     block_m = max(16, min(max(max_rows, group_pad), pow2(max_query_len * group_pad)))
     block_q = block_m // group_pad
@@ -128,7 +139,8 @@ def paged_attention(
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_tables.stride(0),
         out.stride(0), out.stride(1),
         GROUP=group, GROUP_PAD=group_pad, HEAD_DIM=head_dim, BLOCK_SIZE=block_size,
-        BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_D=pow2(head_dim), BLOCK_N=64 if on_gpu else 16,
-        PRECISION=dot_precision(q.dtype), num_warps=4, num_stages=2 if on_gpu else 1,
+        BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_D=pow2(head_dim), BLOCK_N=block_n,
+        PRECISION=dot_precision(q.dtype), UPCAST=interpreter_upcast(q),
+        num_warps=4, num_stages=2 if on_gpu else 1,
     )
     return out

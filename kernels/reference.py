@@ -50,7 +50,8 @@ def write_kv_cache(
 ) -> None:
     """Store new keys/values at their slots; slot = block * block_size + offset.
 
-    k, v: [num_tokens, num_kv_heads, head_dim]; caches: [num_blocks, block_size, kv_heads, head_dim].
+    k, v: [num_tokens, num_kv_heads, head_dim];
+    caches: [num_blocks, block_size, kv_heads, head_dim].
     """
     # A negative slot marks a padding token (CUDA-graph batches): nothing is written for it.
     if bool((slot_mapping < 0).any()):

@@ -44,7 +44,8 @@ def rotary_embedding(
     require(x.dim() == 3, f"x must be [tokens, heads, head_dim], got shape {tuple(x.shape)}")
     tokens, heads, head_dim = x.shape
     require(head_dim % 2 == 0, f"head_dim must be even, got {head_dim}")
-    require(positions.shape == (tokens,), f"positions must be [{tokens}], got {tuple(positions.shape)}")
+    require(positions.shape == (tokens,),
+            f"positions must be [{tokens}], got {tuple(positions.shape)}")
     require(inv_freq.shape == (head_dim // 2,),
             f"inv_freq must be [{head_dim // 2}], got {tuple(inv_freq.shape)}")
     require_same_device(positions, x, inv_freq)
