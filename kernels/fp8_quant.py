@@ -85,6 +85,11 @@ def _check_activation(x: torch.Tensor) -> None:
         raise ValueError("the activation's last dimension must be contiguous")
 
 
+def _check_out(out: torch.Tensor | None, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    if out is not None and (tuple(out.shape) != shape or out.dtype != dtype or not out.is_contiguous()):
+        raise ValueError(f"out must be a contiguous {dtype} tensor of shape {shape}")
+
+
 def quantize_fp8_per_token(
     x: torch.Tensor,
     input_scale: torch.Tensor | None = None,
@@ -94,6 +99,8 @@ def quantize_fp8_per_token(
     """x[M, K] -> (fp8 [M, K], fp32 scale [M]): dynamic per-row scales, or the static one."""
     _check_activation(x)
     m, k = x.shape
+    _check_out(out, (m, k), FP8_DTYPE)
+    _check_out(scale_out, (m,), torch.float32)
     q = torch.empty((m, k), dtype=FP8_DTYPE, device=x.device) if out is None else out
     s = torch.empty((m,), dtype=torch.float32, device=x.device) if scale_out is None else scale_out
     if m == 0:
@@ -119,6 +126,8 @@ def quantize_fp8_per_group(
         raise ValueError(f"group_size must be a power of two, got {group_size}")
     m, k = x.shape
     num_groups = triton.cdiv(k, group_size)
+    _check_out(out, (m, k), FP8_DTYPE)
+    _check_out(scale_out, (m, num_groups), torch.float32)
     q = torch.empty((m, k), dtype=FP8_DTYPE, device=x.device) if out is None else out
     s = (torch.empty((m, num_groups), dtype=torch.float32, device=x.device)
          if scale_out is None else scale_out)
