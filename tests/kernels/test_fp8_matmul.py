@@ -120,3 +120,17 @@ def test_bad_arguments_raise() -> None:
         fp8_matmul.fp8_linear(x, wq, w_scale, torch.zeros(41))
     with pytest.raises(ValueError, match="per tensor"):
         fp8_matmul.fp8_linear(x, wq, w_scale, input_scale=torch.ones(3))
+
+
+def test_backends_expose_the_same_fp8_ops() -> None:
+    import kernels
+
+    m, n, k = 3, random.randint(40, 200), random.randint(72, 300)
+    x = torch.randn(m, k, dtype=torch.bfloat16)
+    w = torch.randn(n, k)
+    results = []
+    for ops in (kernels.reference_ops, kernels.triton_ops):
+        wq, w_scale = ops.quantize_fp8_weight(w)
+        results.append(ops.fp8_linear(x, wq, w_scale))
+    assert kernels.triton_ops.fp8_linear is fp8_matmul.fp8_linear
+    assert rel_max(results[1], results[0]) <= TIGHT[torch.bfloat16]
