@@ -63,7 +63,7 @@ def _fp8_gemm_kernel(
     stride_am, stride_bn, stride_cm, stride_asm, stride_ask, stride_bsn, stride_bsk,
     BLOCK_SCALED: tl.constexpr, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr,
+    GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr, EVEN_K: tl.constexpr,
 ):
     # Grouped tile order: GROUP_M row-tiles sweep the N tiles together, so B stays in L2.
     pid = tl.program_id(0)
@@ -80,7 +80,8 @@ def _fp8_gemm_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rm = (offs_m % M).to(tl.int64)  # wrapped rows/cols: loads need no M/N mask
     rn = (offs_n % N).to(tl.int64)
-    # This program's share of K: whole BLOCK_K tiles, the last split clipped to K.
+    # This program's share of K: whole BLOCK_K tiles, the last split clipped to K. With EVEN_K
+    # every split is whole tiles: unmasked loads, which vectorize.
     tiles = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT_K)
     k_start = pid_k * tiles * BLOCK_K
     k_end = tl.minimum(K, k_start + tiles * BLOCK_K)
@@ -95,9 +96,13 @@ def _fp8_gemm_kernel(
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k in range(k_start, k_end, BLOCK_K):
-        k_mask = offs_k < k_end - k
-        a = tl.load(a_ptrs, mask=k_mask[None, :], other=0.0)
-        b = tl.load(b_ptrs, mask=k_mask[:, None], other=0.0)
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            b = tl.load(b_ptrs)
+        else:
+            k_mask = offs_k < k_end - k
+            a = tl.load(a_ptrs, mask=k_mask[None, :], other=0.0)
+            b = tl.load(b_ptrs, mask=k_mask[:, None], other=0.0)
         if BLOCK_SCALED:
             slab = k // 128
             a_s = tl.load(as_ptrs + slab * stride_ask)
@@ -124,17 +129,21 @@ def _fp8_gemm_kernel(
 
 
 _KEY = ["M_BUCKET", "N", "K", "BLOCK_SCALED"]
+# Derived from the chosen config: runs after autotune picks BLOCK_K and SPLIT_K.
+_with_even_k = triton.heuristics(
+    {"EVEN_K": lambda args: args["K"] % (args["BLOCK_K"] * args["SPLIT_K"]) == 0}
+)(_fp8_gemm_kernel)
 if _INTERPRET:
-    _big_kernel = _skinny_kernel = _fp8_gemm_kernel
+    _big_kernel = _skinny_kernel = _with_even_k
 else:
     _big_kernel = triton.autotune(
         _BIG_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune}
-    )(_fp8_gemm_kernel)
+    )(_with_even_k)
     # Atomic accumulation: every tuning run must start from a zeroed output.
     _skinny_kernel = triton.autotune(
         _SKINNY_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune},
         reset_to_zero=["c_ptr"],
-    )(_fp8_gemm_kernel)
+    )(_with_even_k)
 
 
 def _weight_scale_strides(scale: torch.Tensor, n: int, k: int) -> tuple[bool, int, int]:

@@ -80,6 +80,16 @@ def test_fp8_linear_matches_reference(
     assert rel_norm(y, exact) <= FP8_NORM_BOUND
 
 
+@pytest.mark.parametrize(("m", "kind"), [(4, "channel"), (24, "block")])
+def test_whole_k_tiles_take_the_unmasked_loads(m: int, kind: str) -> None:
+    """K = 384 splits into whole tiles for the interpreter's configs (BLOCK_K 32, split-K 3)."""
+    n, k = random.randint(129, 200), 384
+    x = torch.randn(m, k, dtype=torch.bfloat16)
+    _, wq, w_scale = weight(n, k, kind)
+    y = fp8_matmul.fp8_linear(x, wq, w_scale)
+    assert rel_max(y, ref.fp8_linear(x, wq, w_scale)) <= TIGHT[torch.bfloat16]
+
+
 @pytest.mark.parametrize(("m", "out_dtype"), [(4, torch.bfloat16), (4, torch.float32),
                                               (19, torch.float32), (19, torch.bfloat16)])
 def test_fp8_gemm_fills_poisoned_out(m: int, out_dtype: torch.dtype) -> None:
