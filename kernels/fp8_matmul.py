@@ -242,6 +242,7 @@ def fp8_linear(
     if input_scale is not None and input_scale.numel() != 1:
         raise ValueError(f"input_scale must be per tensor, got shape {tuple(input_scale.shape)}")
     x = x if x.stride(1) == 1 else x.contiguous()
+    weight_scale = weight_scale.float()  # a no-op for the usual fp32 checkpoint scales
     if weight_scale.dim() == 2 and input_scale is None:
         a, a_scale = quantize_fp8_per_group(x, SCALE_BLOCK)
     else:
