@@ -3,9 +3,10 @@
 One kernel body, two launch paths picked by M:
 - M > 16 (prefill): output tiles in grouped order for L2 reuse, fp32 accumulation, scales
   applied once in the epilogue (per-token x per-channel/per-tensor), bias, cast, store.
-- M <= 16 (decode): memory-bound, so the K range is split across programs (split-K) to put
-  enough loads in flight to stream the weight at full bandwidth; partial sums are scaled and
-  added atomically into an fp32 buffer, then cast.
+- M <= 16 (decode): memory-bound, so the K range may be split across programs (split-K) to
+  put enough loads in flight to stream the weight at full bandwidth. Each split stores its
+  scaled fp32 partial tile (plain stores: no zeroing, deterministic), and a small second pass
+  sums the splits and casts; with one split the GEMM writes the output directly.
 Block-scaled weights (128x128) take 1x128 activation groups and apply both scales to each
 128-wide K slab's partial product inside the K loop.
 """
@@ -40,10 +41,11 @@ _BIG_CONFIGS = [
 ]
 # Decode: a 16-row tile (the smallest MMA), narrow N tiles and split-K for parallelism, deep
 # pipelines to keep bytes in flight.
+_SPLITS = (1, 2, 4, 8)
 _SKINNY_CONFIGS = [
     _cfg(16, bn, bk, 4, stages, split)
     for bn, bk, stages in ((32, 256, 4), (64, 128, 5), (64, 256, 4), (128, 128, 4))
-    for split in (1, 2, 4, 8)
+    for split in _SPLITS
 ]
 _INTERPRET_BIG = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "SPLIT_K": 1}
 _INTERPRET_SKINNY = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 1, "SPLIT_K": 3}
@@ -58,10 +60,10 @@ def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[tri
 
 @triton.jit
 def _fp8_gemm_kernel(
-    a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, bias_ptr,
+    a_ptr, b_ptr, c_ptr, ws_ptr, as_ptr, bs_ptr, bias_ptr,
     M, N, K, M_BUCKET,
     stride_am, stride_bn, stride_cm, stride_asm, stride_ask, stride_bsn, stride_bsk,
-    BLOCK_SCALED: tl.constexpr, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr,
+    BLOCK_SCALED: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr, EVEN_K: tl.constexpr,
 ):
@@ -117,15 +119,27 @@ def _fp8_gemm_kernel(
         acc = acc * (tl.load(as_ptrs)[:, None] * tl.load(bs_ptrs)[None, :])
     if HAS_BIAS:
         bias = tl.load(bias_ptr + rn).to(tl.float32)
-        if ATOMIC:
+        if SPLIT_K > 1:
             bias = bias * (pid_k == 0).to(tl.float32)  # added by one split only
         acc += bias[None, :]
-    c_ptrs = c_ptr + offs_m[:, None].to(tl.int64) * stride_cm + offs_n[None, :]
     mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    if ATOMIC:
-        tl.atomic_add(c_ptrs, acc, mask=mask, sem="relaxed")
+    if SPLIT_K > 1:  # fp32 partials [SPLIT_K, M, N], summed by _split_k_reduce_kernel
+        rows = pid_k.to(tl.int64) * M + offs_m
+        tl.store(ws_ptr + rows[:, None] * N + offs_n[None, :], acc, mask=mask)
     else:
+        c_ptrs = c_ptr + offs_m[:, None].to(tl.int64) * stride_cm + offs_n[None, :]
         tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _split_k_reduce_kernel(ws_ptr, c_ptr, numel, SPLIT_K: tl.constexpr, BLOCK: tl.constexpr):
+    """c (contiguous [M, N]) = the sum of the SPLIT_K fp32 partials, cast to c's dtype."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for s in tl.static_range(SPLIT_K):
+        acc += tl.load(ws_ptr + s * numel + offs, mask=mask, other=0.0)
+    tl.store(c_ptr + offs, acc.to(c_ptr.dtype.element_ty), mask=mask)
 
 
 _KEY = ["M_BUCKET", "N", "K", "BLOCK_SCALED"]
@@ -139,10 +153,8 @@ else:
     _big_kernel = triton.autotune(
         _BIG_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune}
     )(_with_even_k)
-    # Atomic accumulation: every tuning run must start from a zeroed output.
     _skinny_kernel = triton.autotune(
-        _SKINNY_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune},
-        reset_to_zero=["c_ptr"],
+        _SKINNY_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune}
     )(_with_even_k)
 
 
@@ -190,37 +202,36 @@ def fp8_gemm(
     if bias is not None and tuple(bias.shape) != (n,):
         raise ValueError(f"bias must have shape ({n},), got {tuple(bias.shape)}")
     if out is not None and (tuple(out.shape) != (m, n) or out.dtype != out_dtype
-                            or out.stride(1) != 1):
-        raise ValueError(f"out must be a row-contiguous {out_dtype} [{m}, {n}] tensor")
+                            or not out.is_contiguous()):
+        raise ValueError(f"out must be a contiguous {out_dtype} [{m}, {n}] tensor")
+    c = out if out is not None else torch.empty((m, n), dtype=out_dtype, device=a.device)
     if m == 0 or n == 0:
-        return out if out is not None else torch.empty((m, n), dtype=out_dtype, device=a.device)
+        return c
 
     skinny = m <= SKINNY_M
-    if skinny:  # atomics accumulate into a zeroed fp32 buffer
-        if out is not None and out_dtype == torch.float32:
-            c = out.zero_()
-        else:
-            c = torch.zeros((m, n), dtype=torch.float32, device=a.device)
-    else:
-        c = out if out is not None else torch.empty((m, n), dtype=out_dtype, device=a.device)
     kernel = _skinny_kernel if skinny else _big_kernel
     meta = (_INTERPRET_SKINNY if skinny else _INTERPRET_BIG) if _INTERPRET else {}
+    # Split-K partials; allocated for the largest split (the config is chosen inside the call).
+    max_split = max(_SPLITS + (meta.get("SPLIT_K", 1),)) if skinny else 1
+    ws = torch.empty((max_split, m, n), dtype=torch.float32, device=a.device) if skinny else c
 
     def grid(meta: dict) -> tuple[int, int]:
         tiles = triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"])
         return tiles, meta["SPLIT_K"]
 
     kernel[grid](
-        a, b, c, a_scale, b_scale, bias if bias is not None else b_scale,
+        a, b, c, ws, a_scale, b_scale, bias if bias is not None else b_scale,
         m, n, k, min(triton.next_power_of_2(m), 4096),
         a.stride(0), b.stride(0), c.stride(0), stride_asm, stride_ask, stride_bsn, stride_bsk,
-        BLOCK_SCALED=block_scaled, HAS_BIAS=bias is not None, ATOMIC=skinny, **meta,
+        BLOCK_SCALED=block_scaled, HAS_BIAS=bias is not None, **meta,
     )
-    if c.dtype == out_dtype:
-        return c
-    if out is None:
-        return c.to(out_dtype)
-    return out.copy_(c)
+    split = meta["SPLIT_K"] if _INTERPRET else kernel.best_config.kwargs["SPLIT_K"]
+    if split > 1:
+        block = 1024
+        _split_k_reduce_kernel[(triton.cdiv(m * n, block),)](
+            ws, c, m * n, SPLIT_K=split, BLOCK=block
+        )
+    return c
 
 
 def fp8_linear(

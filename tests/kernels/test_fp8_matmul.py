@@ -90,6 +90,19 @@ def test_whole_k_tiles_take_the_unmasked_loads(m: int, kind: str) -> None:
     assert rel_max(y, ref.fp8_linear(x, wq, w_scale)) <= TIGHT[torch.bfloat16]
 
 
+@pytest.mark.skipif(not fp8_matmul._INTERPRET, reason="the fixed interpreter config only")
+@pytest.mark.parametrize("split", [1, 2])
+def test_skinny_path_with_other_splits(monkeypatch: pytest.MonkeyPatch, split: int) -> None:
+    """One split writes the output directly; more go through the fp32 partials and the sum."""
+    monkeypatch.setitem(fp8_matmul._INTERPRET_SKINNY, "SPLIT_K", split)
+    m, n, k = 5, random.randint(129, 200), random.randint(72, 300)
+    x = torch.randn(m, k, dtype=torch.bfloat16)
+    _, wq, w_scale = weight(n, k, "block")
+    bias = torch.randn(n, dtype=torch.bfloat16)
+    y = fp8_matmul.fp8_linear(x, wq, w_scale, bias)
+    assert rel_max(y, ref.fp8_linear(x, wq, w_scale, bias)) <= TIGHT[torch.bfloat16]
+
+
 @pytest.mark.parametrize(("m", "out_dtype"), [(4, torch.bfloat16), (4, torch.float32),
                                               (19, torch.float32), (19, torch.bfloat16)])
 def test_fp8_gemm_fills_poisoned_out(m: int, out_dtype: torch.dtype) -> None:
