@@ -1,12 +1,13 @@
 """W8A8 FP8 GEMM in Triton: y[M, N] = dequant(a[M, K]) @ dequant(b[N, K]).T (+ bias).
 
-One kernel body, two launch paths picked by M:
-- M > 16 (prefill): output tiles in grouped order for L2 reuse, fp32 accumulation, scales
+One kernel body; the launcher picks a tier of autotuned configs by M:
+- M > 64 (prefill): output tiles in grouped order for L2 reuse, fp32 accumulation, scales
   applied once in the epilogue (per-token x per-channel/per-tensor), bias, cast, store.
-- M <= 16 (decode): memory-bound, so the K range may be split across programs (split-K) to
-  put enough loads in flight to stream the weight at full bandwidth. Each split stores its
-  scaled fp32 partial tile (plain stores: no zeroing, deterministic), and a small second pass
-  sums the splits and casts; with one split the GEMM writes the output directly.
+- M <= 16 (decode) and 16 < M <= 64: too few output tiles to fill the GPU, and M <= 16 is
+  memory-bound, so the K range may be split across programs (split-K) to put enough loads
+  in flight to stream the weight at full bandwidth. Each split stores its scaled fp32 partial
+  tile (plain stores: no zeroing, deterministic), and a small second pass sums the splits and
+  casts; with one split the GEMM writes the output directly.
 Block-scaled weights (128x128) take 1x128 activation groups and apply both scales to each
 128-wide K slab's partial product inside the K loop.
 """
@@ -21,7 +22,6 @@ import triton.language as tl
 
 from kernels.fp8_quant import FP8_DTYPE, quantize_fp8_per_group, quantize_fp8_per_token
 
-SKINNY_M = 16  # at or below: the split-K decode path
 SCALE_BLOCK = 128  # block-scaled weights: 128x128 blocks, activations in 1x128 groups
 # Autotuning is meaningless (and slow) in the interpreter: one small fixed config there.
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -41,14 +41,19 @@ _BIG_CONFIGS = [
 ]
 # Decode: a 16-row tile (the smallest MMA), narrow N tiles and split-K for parallelism, deep
 # pipelines to keep bytes in flight.
-_SPLITS = (1, 2, 4, 8)
 _SKINNY_CONFIGS = [
     _cfg(16, bn, bk, 4, stages, split)
     for bn, bk, stages in ((32, 256, 4), (64, 128, 5), (64, 256, 4), (128, 128, 4))
-    for split in _SPLITS
+    for split in (1, 2, 4, 8)
 ]
-_INTERPRET_BIG = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "SPLIT_K": 1}
+_MEDIUM_CONFIGS = [
+    _cfg(bm, bn, 128, 4, stages, split)
+    for bm, bn, stages in ((32, 64, 5), (32, 128, 4), (64, 64, 5), (64, 128, 4))
+    for split in (1, 2, 4)
+] + [_cfg(64, 256, 128, 4, 3)]
 _INTERPRET_SKINNY = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 1, "SPLIT_K": 3}
+_INTERPRET_MEDIUM = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "SPLIT_K": 2}
+_INTERPRET_BIG = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "SPLIT_K": 1}
 
 
 def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
@@ -147,15 +152,22 @@ _KEY = ["M_BUCKET", "N", "K", "BLOCK_SCALED"]
 _with_even_k = triton.heuristics(
     {"EVEN_K": lambda args: args["K"] % (args["BLOCK_K"] * args["SPLIT_K"]) == 0}
 )(_fp8_gemm_kernel)
-if _INTERPRET:
-    _big_kernel = _skinny_kernel = _with_even_k
-else:
-    _big_kernel = triton.autotune(
-        _BIG_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune}
-    )(_with_even_k)
-    _skinny_kernel = triton.autotune(
-        _SKINNY_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune}
-    )(_with_even_k)
+
+
+def _tier(configs: list[triton.Config], interpret_meta: dict) -> tuple[object, dict, int]:
+    """(kernel, meta to pass, largest SPLIT_K) for one range of M."""
+    if _INTERPRET:
+        return _with_even_k, interpret_meta, interpret_meta["SPLIT_K"]
+    kernel = triton.autotune(configs, key=_KEY, prune_configs_by={"early_config_prune": _prune})
+    return kernel(_with_even_k), {}, max(c.kwargs["SPLIT_K"] for c in configs)
+
+
+# (largest M, tier): the first tier whose bound covers M runs it.
+_TIERS = [
+    (16, _tier(_SKINNY_CONFIGS, _INTERPRET_SKINNY)),
+    (64, _tier(_MEDIUM_CONFIGS, _INTERPRET_MEDIUM)),
+    (None, _tier(_BIG_CONFIGS, _INTERPRET_BIG)),
+]
 
 
 def _weight_scale_strides(scale: torch.Tensor, n: int, k: int) -> tuple[bool, int, int]:
@@ -208,12 +220,10 @@ def fp8_gemm(
     if m == 0 or n == 0:
         return c
 
-    skinny = m <= SKINNY_M
-    kernel = _skinny_kernel if skinny else _big_kernel
-    meta = (_INTERPRET_SKINNY if skinny else _INTERPRET_BIG) if _INTERPRET else {}
-    # Split-K partials; allocated for the largest split (the config is chosen inside the call).
-    max_split = max(_SPLITS + (meta.get("SPLIT_K", 1),)) if skinny else 1
-    ws = torch.empty((max_split, m, n), dtype=torch.float32, device=a.device) if skinny else c
+    kernel, meta, max_split = next(t for bound, t in _TIERS if bound is None or m <= bound)
+    # Split-K partials, for the largest split: autotuning picks the config inside the call.
+    ws = c if max_split == 1 else torch.empty((max_split, m, n), dtype=torch.float32,
+                                               device=a.device)
 
     def grid(meta: dict) -> tuple[int, int]:
         tiles = triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"])

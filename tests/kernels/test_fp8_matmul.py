@@ -1,6 +1,7 @@
 """FP8 W8A8 GEMM: the Triton launchers vs the torch reference (which quantizes identically, so
 the bound is tight) and vs the full-precision matmul (an fp8-sized bound). Shapes are not
-multiples of the block sizes; M <= 16 takes the split-K path, larger M the tiled one."""
+multiples of the block sizes; M <= 16 and M <= 64 take split-K tiers, larger M the plain
+tiled one (each tier has its own fixed config under the interpreter)."""
 
 from __future__ import annotations
 
@@ -54,9 +55,10 @@ CASES = [
     (2, "tensor", torch.bfloat16, True, True),
     (17, "channel", torch.float32, False, False),
     (33, "tensor", torch.bfloat16, True, False),
-    (33, "block", torch.float32, True, False),
     (20, "block", torch.bfloat16, False, True),
-    (40, "channel", torch.bfloat16, True, True),
+    (70, "block", torch.float32, True, False),
+    (80, "channel", torch.bfloat16, True, True),
+    (65, "tensor", torch.float32, False, False),
 ]
 
 
@@ -80,9 +82,10 @@ def test_fp8_linear_matches_reference(
     assert rel_norm(y, exact) <= FP8_NORM_BOUND
 
 
-@pytest.mark.parametrize(("m", "kind"), [(4, "channel"), (24, "block")])
+@pytest.mark.parametrize(("m", "kind"), [(4, "channel"), (24, "block"), (70, "channel")])
 def test_whole_k_tiles_take_the_unmasked_loads(m: int, kind: str) -> None:
-    """K = 384 splits into whole tiles for the interpreter's configs (BLOCK_K 32, split-K 3)."""
+    """K = 384 splits into whole tiles for the interpreter's configs (BLOCK_K 32, split-K
+    1, 2 or 3)."""
     n, k = random.randint(129, 200), 384
     x = torch.randn(m, k, dtype=torch.bfloat16)
     _, wq, w_scale = weight(n, k, kind)
@@ -94,7 +97,7 @@ def test_whole_k_tiles_take_the_unmasked_loads(m: int, kind: str) -> None:
 @pytest.mark.parametrize("split", [1, 2])
 def test_skinny_path_with_other_splits(monkeypatch: pytest.MonkeyPatch, split: int) -> None:
     """One split writes the output directly; more go through the fp32 partials and the sum."""
-    monkeypatch.setitem(fp8_matmul._INTERPRET_SKINNY, "SPLIT_K", split)
+    monkeypatch.setitem(fp8_matmul._INTERPRET_SKINNY, "SPLIT_K", split)  # at most the 3 of ws
     m, n, k = 5, random.randint(129, 200), random.randint(72, 300)
     x = torch.randn(m, k, dtype=torch.bfloat16)
     _, wq, w_scale = weight(n, k, "block")
@@ -103,8 +106,8 @@ def test_skinny_path_with_other_splits(monkeypatch: pytest.MonkeyPatch, split: i
     assert rel_max(y, ref.fp8_linear(x, wq, w_scale, bias)) <= TIGHT[torch.bfloat16]
 
 
-@pytest.mark.parametrize(("m", "out_dtype"), [(4, torch.bfloat16), (4, torch.float32),
-                                              (19, torch.float32), (19, torch.bfloat16)])
+@pytest.mark.parametrize(("m", "out_dtype"), [(4, torch.bfloat16), (19, torch.float32),
+                                              (70, torch.float32), (70, torch.bfloat16)])
 def test_fp8_gemm_fills_poisoned_out(m: int, out_dtype: torch.dtype) -> None:
     n, k = random.randint(40, 200), random.randint(72, 300)
     x = torch.randn(m, k)
