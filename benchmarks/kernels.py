@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -31,18 +30,16 @@ COMPUTE_BOUND_M = 1024  # at or above: report % of torch._scaled_mm
 
 
 def time_ms(fn: Callable[[], Any]) -> float:
-    """Median milliseconds: do_bench on CUDA; a few timed calls on the CPU (dry run only)."""
+    """Median milliseconds: do_bench on CUDA; on the CPU (dry run: the interpreter, slow and
+    meaningless as a number) a warm-up and one timed call."""
     if torch.cuda.is_available():
         import triton.testing
 
         return triton.testing.do_bench(fn, return_mode="median")
     fn()
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
+    start = time.perf_counter()
+    fn()
+    return 1000 * (time.perf_counter() - start)
 
 
 def measure_bandwidth(device: str, nbytes: int = 1 << 30) -> float:
