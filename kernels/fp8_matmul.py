@@ -207,6 +207,8 @@ def fp8_gemm(
     block_scaled, stride_bsn, stride_bsk = _weight_scale_strides(b_scale, n, k)
     if a_scale.dim() == 2 and (not block_scaled or a_scale.shape != (m, triton.cdiv(k, 128))):
         raise ValueError("per-group activation scales need block-scaled weights of matching K")
+    if a_scale.dtype != torch.float32 or a_scale.dim() not in (1, 2):
+        raise ValueError(f"a_scale must be a float32 [M] or [M, groups] tensor, got {a_scale.dtype}")
     if a_scale.dim() == 1 and a_scale.shape[0] != m:
         raise ValueError(f"a_scale must have {m} rows, got {tuple(a_scale.shape)}")
     stride_asm = a_scale.stride(0)

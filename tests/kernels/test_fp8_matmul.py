@@ -142,6 +142,8 @@ def test_bad_arguments_raise() -> None:
         fp8_matmul.fp8_linear(x, wq, torch.ones(2, 2))
     with pytest.raises(ValueError, match="fp8"):
         fp8_matmul.fp8_gemm(x, torch.ones(3), wq, w_scale)
+    with pytest.raises(ValueError, match="a_scale"):
+        fp8_matmul.fp8_gemm(wq[:3], torch.ones(3, dtype=torch.float16), wq, w_scale)
     with pytest.raises(ValueError, match="bias"):
         fp8_matmul.fp8_linear(x, wq, w_scale, torch.zeros(41))
     with pytest.raises(ValueError, match="per tensor"):
