@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-# Functions, not modules: `kernels.paged_attention` is also the old plain-named reference.
-from kernels import reference
+from kernels import fp8_matmul, reference
 from kernels.activation import silu_and_mul
 from kernels.kv_cache import write_kv_cache
 from kernels.norm import fused_add_rms_norm, rms_norm
@@ -23,8 +22,10 @@ reference_ops = SimpleNamespace(
     silu_and_mul=reference.silu_and_mul,
     rotary_embedding=reference.rotary_embedding,
     write_kv_cache=reference.write_kv_cache,
-    paged_attention=reference.paged_attention_varlen,
+    paged_attention=reference.paged_attention,
     paged_decode_attention=reference.paged_decode_attention,
+    quantize_fp8_weight=reference.quantize_fp8_weight,
+    fp8_linear=reference.fp8_linear,
 )
 
 triton_ops = SimpleNamespace(
@@ -35,4 +36,6 @@ triton_ops = SimpleNamespace(
     write_kv_cache=write_kv_cache,
     paged_attention=paged_attention,
     paged_decode_attention=paged_decode_attention,
+    quantize_fp8_weight=reference.quantize_fp8_weight,  # load time only: both share the torch one
+    fp8_linear=fp8_matmul.fp8_linear,
 )

@@ -83,7 +83,7 @@ def gather_context(cache: torch.Tensor, block_table: torch.Tensor, length: int) 
     return gather_blocks(cache, blocks).flatten(0, 1)[:length]
 
 
-def paged_attention(
+def _paged_attention_lists(
     q: torch.Tensor,
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
@@ -118,7 +118,7 @@ def paged_attention(
     return out
 
 
-def paged_attention_varlen(
+def paged_attention(
     q: torch.Tensor,
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
@@ -133,7 +133,7 @@ def paged_attention_varlen(
     max_query_len is what a kernel sizes its grid with; the reference needs no hint.
     """
     del max_query_len
-    return paged_attention(
+    return _paged_attention_lists(
         q, k_cache, v_cache, block_tables, [int(n) for n in context_lens.tolist()],
         [int(n) for n in query_start_loc.tolist()], scale,
     )
@@ -214,3 +214,104 @@ def _decode_attention(
         attn_mask=mask[:, None, None, :], scale=scale, enable_gqa=True,
     )
     return o[:, :, 0, :]
+
+
+# ---------------------------------------------------------------------------------------------
+# FP8 (float8_e4m3fn) quantization and W8A8 linear.
+#
+# Scales are amax / 448 with a floor, so an all-zero row (or block) gets a tiny scale instead of
+# a division by zero. The Triton kernels compute the same fp32 operations in the same order, so
+# their quantized values match these bit for bit (the tests check it).
+# ---------------------------------------------------------------------------------------------
+
+FP8_DTYPE = torch.float8_e4m3fn
+FP8_MAX = 448.0
+FP8_MIN_SCALE = 1e-12
+FP8_BLOCK = 128  # block-scaled checkpoints: 128x128 weight blocks, 1x128 activation groups
+
+
+def _to_fp8(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x / scale in fp32, saturated to the fp8 range (the cast alone would give NaN above 448)."""
+    return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+
+
+def _amax_scale(amax: torch.Tensor) -> torch.Tensor:
+    return (amax.float() / FP8_MAX).clamp_min(FP8_MIN_SCALE)
+
+
+def quantize_fp8_per_token(
+    x: torch.Tensor, input_scale: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x[M, K] -> (fp8 [M, K], fp32 scale [M]): one dynamic scale per row, or the static one."""
+    if input_scale is not None:
+        scale = input_scale.float().reshape(1).expand(x.shape[0])
+    else:
+        scale = _amax_scale(x.float().abs().amax(dim=1))
+    return _to_fp8(x, scale[:, None]), scale.contiguous()
+
+
+def quantize_fp8_per_group(
+    x: torch.Tensor, group_size: int = FP8_BLOCK
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x[M, K] -> (fp8 [M, K], fp32 scale [M, ceil(K / group_size)]): one scale per 1 x group."""
+    m, k = x.shape
+    groups = -(-k // group_size)
+    padded = F.pad(x.float(), (0, groups * group_size - k)).view(m, groups, group_size)
+    scale = _amax_scale(padded.abs().amax(dim=2))
+    q = _to_fp8(padded, scale[:, :, None]).view(m, -1)[:, :k]
+    return q.contiguous(), scale
+
+
+def quantize_fp8_weight(
+    w: torch.Tensor, block_size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """w[N, K] -> (fp8 [N, K], scale): per output channel ([N]) or per block ([N/bs, K/bs])."""
+    if w.dim() != 2:
+        raise ValueError(f"quantize_fp8_weight expects a 2-D weight, got shape {tuple(w.shape)}")
+    if block_size is None:
+        scale = _amax_scale(w.float().abs().amax(dim=1))
+        return _to_fp8(w, scale[:, None]), scale
+    if block_size <= 0:
+        raise ValueError(f"block_size must be positive, got {block_size}")
+    n, k = w.shape
+    nb, kb = -(-n // block_size), -(-k // block_size)
+    padded = F.pad(w.float(), (0, kb * block_size - k, 0, nb * block_size - n))
+    blocks = padded.view(nb, block_size, kb, block_size)
+    scale = _amax_scale(blocks.abs().amax(dim=(1, 3)))
+    q = _to_fp8(blocks, scale[:, None, :, None]).view(nb * block_size, kb * block_size)
+    return q[:n, :k].contiguous(), scale
+
+
+def dequantize_fp8_weight(
+    w: torch.Tensor, scale: torch.Tensor, block_size: int = FP8_BLOCK
+) -> torch.Tensor:
+    """fp8 w[N, K] and a per-tensor, per-channel or 2-D block scale -> fp32 [N, K]."""
+    n, k = w.shape
+    if scale.dim() == 2:
+        full = scale.float().repeat_interleave(block_size, 0)[:n]
+        return w.float() * full.repeat_interleave(block_size, 1)[:, :k]
+    return w.float() * scale.float().reshape(-1, 1)  # [1] or [N] broadcasts over rows
+
+
+def fp8_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    weight_scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    input_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """y = x @ dequant(weight).T + bias, x quantized to fp8 exactly as the Triton path does.
+
+    Activations: per token (dynamic) or the static per-tensor input_scale; 1x128 groups when
+    the weight is block-scaled (2-D weight_scale) and no input_scale is given.
+    """
+    if weight_scale.dim() == 2 and input_scale is None:
+        xq, xs = quantize_fp8_per_group(x, FP8_BLOCK)
+        x_deq = xq.float() * xs.repeat_interleave(FP8_BLOCK, 1)[:, : x.shape[1]]
+    else:
+        xq, xs = quantize_fp8_per_token(x, input_scale)
+        x_deq = xq.float() * xs[:, None]
+    y = x_deq @ dequantize_fp8_weight(weight, weight_scale).t()
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(x.dtype)
