@@ -26,16 +26,6 @@ BATCHES = (1, 4, 16, 64)
 CONTEXTS = (1024, 2048, 4096, 8192)
 
 
-def measure_bandwidth_gbs(size_bytes: int = 2 << 30) -> float:
-    """Copy bandwidth in GB/s (read + write) of one large device-to-device copy."""
-    import triton.testing
-
-    src = torch.empty(size_bytes, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    ms = triton.testing.do_bench(lambda: dst.copy_(src), return_mode="median")
-    return 2 * size_bytes / (ms * 1e-3) / 1e9
-
-
 def _paged_case(batch: int, ctx: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     blocks_per_seq = -(-ctx // BLOCK)
     num_blocks = batch * blocks_per_seq
@@ -109,7 +99,7 @@ def bench_attention(
     return rows
 
 
-def _print_table(rows: list[dict], bandwidth_gbs: float) -> None:
+def print_attention_table(rows: list[dict], bandwidth_gbs: float) -> None:
     print(f"measured copy bandwidth: {bandwidth_gbs:.0f} GB/s")
     print(f"{'batch':>5} {'ctx':>5} {'ours us':>9} {'GB/s':>7} {'of HBM':>7} "
           f"{'sdpa us':>9} {'GB/s':>7} {'of HBM':>7} {'x sdpa':>7}")
@@ -126,14 +116,14 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("benchmarks.kernel_attention times GPU kernels: no CUDA device is visible here.")
-    from benchmarks.common import save
+    from benchmarks.common import memory_bandwidth_gbps, save
 
-    bandwidth = measure_bandwidth_gbs()
+    bandwidth = memory_bandwidth_gbps("cuda")
     if args.quick:
         rows = bench_attention(bandwidth, batches=(4,), contexts=(1024,))
     else:
         rows = bench_attention(bandwidth)
-    _print_table(rows, bandwidth)
+    print_attention_table(rows, bandwidth)
     shape = {"q_heads": Q_HEADS, "kv_heads": KV_HEADS, "head_dim": HEAD_DIM, "block_size": BLOCK,
              "dtype": "bfloat16"}
     path = save("kernel_attention", {"bandwidth_gbs": round(bandwidth, 1), "shape": shape,

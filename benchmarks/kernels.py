@@ -3,7 +3,9 @@
 FP8 GEMM (W8A8, per-token x per-channel scales, bf16 out) at Llama-3.1-8B projection shapes:
 TFLOP/s of our Triton GEMM against torch._scaled_mm on the same quantized inputs and against
 bf16 F.linear; % of the measured HBM bandwidth for M <= 16 (memory-bound decode) and % of
-_scaled_mm's speed for M >= 1024. Times are triton.testing.do_bench medians (L2 flushed).
+_scaled_mm's speed for M >= 1024. Then decode attention (benchmarks/kernel_attention.py):
+GB/s over a batch x context sweep against SDPA and the copy bandwidth. Times are
+triton.testing.do_bench medians (L2 flushed).
 
     python -m benchmarks.kernels                 # needs CUDA; saves benchmarks/results/kernels-*.json
     python -m benchmarks.kernels --dry-run       # CPU smoke test: one tiny shape, interpreter
@@ -20,6 +22,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from benchmarks.common import memory_bandwidth_gbps, save
 
 # name -> (N, K) of y = x @ W.T
 LLAMA_8B = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096),
@@ -40,13 +44,6 @@ def time_ms(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
     return 1000 * (time.perf_counter() - start)
-
-
-def measure_bandwidth(device: str, nbytes: int = 1 << 30) -> float:
-    """Bytes/s of a large device-to-device copy (read + write)."""
-    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    return 2 * nbytes / (time_ms(lambda: dst.copy_(src)) / 1000)
 
 
 def _scaled_mm(a: torch.Tensor, a_scale: torch.Tensor, wq: torch.Tensor,
@@ -141,17 +138,18 @@ def main() -> None:
     else:
         device, shapes, m_values = "cuda", LLAMA_8B, M_VALUES
 
-    bandwidth = measure_bandwidth(device, (1 << 30) if device == "cuda" else (1 << 24))
-    print(f"measured copy bandwidth: {bandwidth / 1e9:.1f} GB/s")
+    gbps = memory_bandwidth_gbps(device, (2 << 30) if device == "cuda" else (1 << 25))
+    bandwidth = gbps * 1e9
+    print(f"measured copy bandwidth: {gbps:.1f} GB/s")
     rows = bench_fp8(bandwidth, shapes, m_values)
-    # --- attention section: the lead adds it here ---------------------------------------
-    # from benchmarks.kernel_attention import bench_attention
-    # rows += bench_attention(bandwidth)
-    # -------------------------------------------------------------------------------------
     print_table(rows)
-    if not args.dry_run:
-        from benchmarks.common import save
+    if not args.dry_run:  # decode attention: GPU only (the interpreter cannot time it)
+        from benchmarks.kernel_attention import bench_attention, print_attention_table
 
+        attention_rows = bench_attention(gbps)
+        print_attention_table(attention_rows, gbps)
+        rows += attention_rows
+    if not args.dry_run:
         path = save("kernels", {"benchmark": "kernels", "bandwidth_gbps": round(bandwidth / 1e9, 1),
                                 "rows": rows})
         print(f"\nsaved {path}")
