@@ -28,15 +28,16 @@ STEPS = [
 ]
 
 
-def run_steps(folder: Path, ops: object) -> list[torch.Tensor]:
-    loaded = load_model(folder, torch.float32, torch.device("cpu"), ops)
+def run_steps(folder: Path, ops: object, quantization: str | None = None) -> list[torch.Tensor]:
+    loaded = load_model(folder, torch.float32, torch.device("cpu"), ops, quantization=quantization)
     runner = ModelRunner(loaded.model, num_blocks=10, block_size=BLOCK, device=torch.device("cpu"))
     return [runner.execute(step) for step in STEPS]
 
 
-def test_triton_path_matches_reference(tiny_llama: Path) -> None:
-    expected = run_steps(tiny_llama, kernels.reference_ops)
-    got = run_steps(tiny_llama, kernels.triton_ops)
+@pytest.mark.parametrize("quantization", [None, "fp8"])
+def test_triton_path_matches_reference(tiny_llama: Path, quantization: str | None) -> None:
+    expected = run_steps(tiny_llama, kernels.reference_ops, quantization)
+    got = run_steps(tiny_llama, kernels.triton_ops, quantization)
     for step, (e, g) in enumerate(zip(expected, got)):
         assert not torch.isnan(g).any(), f"step {step}"
         scale = e.abs().max().item()
