@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from pydantic import BaseModel
 
 from serving.errors import APIError, bad_request
@@ -24,6 +24,8 @@ from serving.retrieval.store import CollectionNotFound
 from serving.state import ServerState
 
 T = TypeVar("T")
+# Service errors that start with one of these are about that request field.
+_NAMED_PARAMS = {"chunk_capacity", "chunk_overlap", "collection_name"}
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -46,7 +48,8 @@ async def client_errors(work: Awaitable[T], param: str | None = None) -> T:
                        "POST /v1/create/rag", param="collection_name",
                        code="collection_not_found") from None
     except ValueError as e:
-        raise bad_request(str(e), param) from None
+        word = str(e).split(" ", 1)[0]
+        raise bad_request(str(e), word if word in _NAMED_PARAMS else param) from None
 
 
 async def _value(fn: Any, *args: Any) -> Any:
@@ -66,7 +69,7 @@ async def read_multipart(request: web.Request) -> tuple[str, bytes, dict[str, st
         upload: tuple[str, bytes] | None = None
         fields: dict[str, str] = {}
         async for part in reader:
-            if not isinstance(part, web.BodyPartReader) or part.name is None:
+            if not isinstance(part, BodyPartReader) or part.name is None:
                 continue
             if part.name == "file":
                 upload = (part.filename or "", await part.read())

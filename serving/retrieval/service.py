@@ -70,7 +70,8 @@ class RetrievalService:
         """(capacity, overlap) with the defaults filled in; ValueError for bad ones."""
         if collection is not None:
             check_collection_name(collection)
-        capacity = self.settings.chunk_capacity if capacity is None else capacity
+        if capacity is None:  # the default, held within what the encoder takes
+            capacity = min(self.settings.chunk_capacity, self.max_chunk_capacity)
         if overlap is None:  # the default overlap, shrunk for a capacity smaller than it
             overlap = min(self.settings.chunk_overlap, capacity // 4)
         check_sizes(capacity, overlap)

@@ -26,7 +26,7 @@ class CollectionNotFound(LookupError):
 
 def check_collection_name(name: str) -> None:
     if not _COLLECTION.fullmatch(name):
-        raise ValueError(f"collection name {name!r} must be 1-64 letters, digits, '_' or '-'")
+        raise ValueError(f"collection_name {name!r} must be 1-64 letters, digits, '_' or '-'")
 
 
 @dataclass(frozen=True)
