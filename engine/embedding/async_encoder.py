@@ -41,6 +41,9 @@ class AsyncSentenceEncoder:
     def dim(self) -> int:
         return self.encoder.dim
 
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return self.encoder.token_offsets(text)
+
     def summary(self) -> dict[str, Any]:
         e = self.encoder
         return {"parameters": sum(p.numel() for p in e.model.parameters()), "dim": e.dim,

@@ -141,6 +141,10 @@ class SentenceEncoder:
             out.append(ids)
         return out
 
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) character offsets of the text's tokens, special tokens excluded."""
+        return list(self.tokenizer.encode(text, add_special_tokens=False).offsets)
+
     @torch.inference_mode()
     def embed_token_ids(self, id_lists: Sequence[list[int]]) -> torch.Tensor:
         """[n, dim] float32 vectors; inputs are sorted by length and padded per batch."""
