@@ -124,6 +124,11 @@ class AsyncEngine:
             self._to_abort.append(request_id)
             self._wakeup.set()
 
+    @property
+    def embedding_dim(self) -> int:
+        """Length of the vectors `embed` returns (the model's hidden size)."""
+        return self.core.model_config.hidden_size
+
     async def embed(self, inputs: list[EmbedInput], pooling: str = "mean",
                     normalize: bool = True, truncate: bool = False) -> list[EmbeddingOutput]:
         """Pooled final hidden states of each input (see LLM.embed). Bad inputs raise

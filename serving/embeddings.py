@@ -110,7 +110,7 @@ def encode(vector: list[float], encoding_format: str) -> list[float] | str:
 def model_dim(target: ServedEncoder | ServedModel) -> int:
     if isinstance(target, ServedEncoder):
         return target.encoder.dim
-    return target.engine.core.model_config.hidden_size
+    return target.engine.embedding_dim
 
 
 async def create_embeddings(request: web.Request, state: ServerState) -> web.Response:

@@ -20,7 +20,7 @@ from serving.retrieval.protocol import (
     last_user_text,
 )
 from serving.retrieval.service import Ingested, RetrievalService
-from serving.retrieval.store import CollectionNotFound
+from serving.retrieval.store import CollectionNotFound, StoreUnavailable
 from serving.state import ServerState
 
 T = TypeVar("T")
@@ -43,6 +43,9 @@ async def client_errors(work: Awaitable[T], param: str | None = None) -> T:
     except FileError as e:
         raise APIError(e.status, str(e), param="id" if e.status == 404 else "file",
                        code=e.code) from None
+    except StoreUnavailable as e:
+        raise APIError(503, str(e), "server_error", code="vector_store_unavailable",
+                       headers={"Retry-After": "5"}) from None
     except CollectionNotFound as e:
         raise APIError(404, f"Collection {e.args[0]!r} does not exist; create it with "
                        "POST /v1/create/rag", param="collection_name",
@@ -148,8 +151,13 @@ async def create_rag(request: web.Request, state: ServerState) -> web.Response:
         opts.id = record.id
     else:
         opts = parse_request(CreateRagRequest, await request.read())
-    done: Ingested = await client_errors(
-        svc.ingest(opts.id, opts.collection_name, opts.chunk_capacity, opts.chunk_overlap))
+    try:
+        done: Ingested = await client_errors(
+            svc.ingest(opts.id, opts.collection_name, opts.chunk_capacity, opts.chunk_overlap))
+    except APIError:
+        if request.content_type.startswith("multipart/"):
+            svc.files.delete(opts.id)  # uploaded by this call: nothing stays behind on failure
+        raise
     request[MODEL] = svc.encoder.name
     request[USAGE] = {"prompt_tokens": done.prompt_tokens, "completion_tokens": 0}
     return web.json_response({

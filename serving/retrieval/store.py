@@ -16,12 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ApiException
 
 _COLLECTION = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class CollectionNotFound(LookupError):
     pass
+
+
+class StoreUnavailable(RuntimeError):
+    """The Qdrant server could not be reached or failed: the client should retry later."""
 
 
 def check_collection_name(name: str) -> None:
@@ -49,7 +54,10 @@ class VectorStore:
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        try:
+            return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        except ApiException as e:  # a server that is down, unreachable or failing
+            raise StoreUnavailable(f"the vector store at {self.location} failed: {e}") from e
 
     async def exists(self, collection: str) -> bool:
         return await self._run(self._client.collection_exists, collection)

@@ -143,3 +143,18 @@ async def test_models_list_the_encoder(emb_api: Api) -> None:
     assert ids == [MODEL, ENCODER, f"{ENCODER}-alias"]
     card = (await emb_api.get(f"/v1/models/{ENCODER}")).json
     assert card["id"] == ENCODER and card["task"] == "embedding" and card["max_model_len"] == 48
+
+
+async def test_pooled_embeddings_do_not_disturb_running_requests(emb_api: Api,
+                                                                 ref: Reference) -> None:
+    import asyncio
+
+    from tests.serving.conftest import HELLO
+
+    expected = ref.chat(HELLO, temperature=0, max_tokens=12, ignore_eos=True).outputs[0].text
+    chat = asyncio.create_task(emb_api.chat(messages=HELLO, temperature=0, max_tokens=12,
+                                            ignore_eos=True))
+    for _ in range(3):  # embeddings interleave with the chat's decode steps
+        await embed(emb_api, model=MODEL, input=TEXTS)
+    resp = await chat
+    assert resp.status == 200 and resp.json["choices"][0]["message"]["content"] == expected
