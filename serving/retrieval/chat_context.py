@@ -57,8 +57,8 @@ async def with_retrieved_context(state: ServerState, raw_body: bytes,
     query = last_user_text(messages)
     threshold = (svc.settings.score_threshold if option.score_threshold is None
                  else option.score_threshold)
-    hits, _ = await client_errors(
-        svc.retrieve(query, option.collection_name, option.limit, threshold), "rag")
+    with client_errors("rag"):
+        hits, _ = await svc.retrieve(query, option.collection_name, option.limit, threshold)
     if not hits:
         return messages
     context = "\n\n".join(h.source for h in hits)

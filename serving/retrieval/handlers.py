@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+import contextlib
+from collections.abc import Iterator
 
 from aiohttp import BodyPartReader, web
-from pydantic import BaseModel
 
 from serving.errors import APIError, bad_request
 from serving.protocol import parse_request
@@ -19,14 +18,12 @@ from serving.retrieval.protocol import (
     RetrieveRequest,
     last_user_text,
 )
-from serving.retrieval.service import Ingested, RetrievalService
+from serving.retrieval.service import RetrievalService
 from serving.retrieval.store import CollectionNotFound, StoreUnavailable
 from serving.state import ServerState
 
-T = TypeVar("T")
 # Service errors that start with one of these are about that request field.
 _NAMED_PARAMS = {"chunk_capacity", "chunk_overlap", "collection_name"}
-M = TypeVar("M", bound=BaseModel)
 
 
 def service(state: ServerState) -> RetrievalService:
@@ -36,10 +33,11 @@ def service(state: ServerState) -> RetrievalService:
     return state.retrieval
 
 
-async def client_errors(work: Awaitable[T], param: str | None = None) -> T:
-    """The service's exceptions as the API's errors."""
+@contextlib.contextmanager
+def client_errors(param: str | None = None) -> Iterator[None]:
+    """The service's exceptions as the API's errors, for the calls inside the block."""
     try:
-        return await work
+        yield
     except FileError as e:
         raise APIError(e.status, str(e), param="id" if e.status == 404 else "file",
                        code=e.code) from None
@@ -53,10 +51,6 @@ async def client_errors(work: Awaitable[T], param: str | None = None) -> T:
     except ValueError as e:
         word = str(e).split(" ", 1)[0]
         raise bad_request(str(e), word if word in _NAMED_PARAMS else param) from None
-
-
-async def _value(fn: Any, *args: Any) -> Any:
-    return fn(*args)
 
 
 # ---- files -----------------------------------------------------------------------------------
@@ -88,7 +82,8 @@ async def read_multipart(request: web.Request) -> tuple[str, bytes, dict[str, st
 async def upload_file(request: web.Request, state: ServerState) -> web.Response:
     svc = service(state)
     filename, content, _ = await read_multipart(request)
-    record = await client_errors(_value(svc.files.save, filename, content), "file")
+    with client_errors("file"):
+        record = svc.files.save(filename, content)
     return web.json_response(record.to_dict())
 
 
@@ -99,13 +94,15 @@ async def list_files(request: web.Request, state: ServerState) -> web.Response:
 
 async def get_file(request: web.Request, state: ServerState) -> web.Response:
     svc = service(state)
-    record = await client_errors(_value(svc.files.get, request.match_info["file_id"]))
+    with client_errors():
+        record = svc.files.get(request.match_info["file_id"])
     return web.json_response(record.to_dict())
 
 
 async def delete_file(request: web.Request, state: ServerState) -> web.Response:
     svc = service(state)
-    record, removed = await client_errors(svc.delete_file(request.match_info["file_id"]))
+    with client_errors():
+        record, removed = await svc.delete_file(request.match_info["file_id"])
     return web.json_response({"id": record.id, "object": "file", "deleted": True,
                               "points_deleted": removed})
 
@@ -116,12 +113,13 @@ async def delete_file(request: web.Request, state: ServerState) -> web.Response:
 async def chunks(request: web.Request, state: ServerState) -> web.Response:
     svc = service(state)
     req = parse_request(ChunksRequest, await request.read())
-    record = await client_errors(_value(svc.files.get, req.id))
+    with client_errors():
+        record = svc.files.get(req.id)
     if req.filename is not None and req.filename != record.filename:
         raise bad_request(f"File {req.id!r} is named {record.filename!r}, not {req.filename!r}",
                           "filename")
-    pieces = await client_errors(
-        _value(svc.chunk_file, req.id, req.chunk_capacity, req.chunk_overlap), "chunk_capacity")
+    with client_errors("chunk_capacity"):
+        pieces = svc.chunk_file(req.id, req.chunk_capacity, req.chunk_overlap)
     return web.json_response({"id": record.id, "filename": record.filename, "chunks": pieces})
 
 
@@ -145,15 +143,17 @@ async def create_rag(request: web.Request, state: ServerState) -> web.Response:
             "chunk_capacity": _form_int(fields, "chunk_capacity"),
             "chunk_overlap": _form_int(fields, "chunk_overlap")})
         # Check the options before storing anything, so a refused call leaves no file behind.
-        await client_errors(_value(svc.check_options, opts.collection_name, opts.chunk_capacity,
-                                   opts.chunk_overlap), "chunk_capacity")
-        record = await client_errors(_value(svc.files.save, filename, content), "file")
+        with client_errors("chunk_capacity"):
+            svc.check_options(opts.collection_name, opts.chunk_capacity, opts.chunk_overlap)
+        with client_errors("file"):
+            record = svc.files.save(filename, content)
         opts.id = record.id
     else:
         opts = parse_request(CreateRagRequest, await request.read())
     try:
-        done: Ingested = await client_errors(
-            svc.ingest(opts.id, opts.collection_name, opts.chunk_capacity, opts.chunk_overlap))
+        with client_errors():
+            done = await svc.ingest(opts.id, opts.collection_name, opts.chunk_capacity,
+                                    opts.chunk_overlap)
     except APIError:
         if request.content_type.startswith("multipart/"):
             svc.files.delete(opts.id)  # uploaded by this call: nothing stays behind on failure
@@ -188,8 +188,8 @@ async def retrieve(request: web.Request, state: ServerState) -> web.Response:
     limit = req.limit or svc.settings.limit
     threshold = (svc.settings.score_threshold if req.score_threshold is None
                  else req.score_threshold)
-    hits, tokens = await client_errors(
-        svc.retrieve(query, req.collection_name, limit, threshold), "collection_name")
+    with client_errors("collection_name"):
+        hits, tokens = await svc.retrieve(query, req.collection_name, limit, threshold)
     request[MODEL] = svc.encoder.name
     request[USAGE] = {"prompt_tokens": tokens, "completion_tokens": 0}
     return web.json_response({"points": [{"source": h.source, "score": h.score} for h in hits],

@@ -59,8 +59,8 @@ async def test_unreachable_qdrant_server_is_a_503(tmp_path: Path) -> None:
 
     store = VectorStore(url="http://127.0.0.1:1")  # nothing listens on port 1
     try:
-        with pytest.raises(APIError) as info:
-            await client_errors(store.search("docs", [0.0, 1.0], 3, None))
+        with pytest.raises(APIError) as info, client_errors():
+            await store.search("docs", [0.0, 1.0], 3, None)
         assert info.value.status == 503 and info.value.code == "vector_store_unavailable"
         assert "Retry-After" in info.value.headers
     finally:
