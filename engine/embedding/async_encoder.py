@@ -17,15 +17,25 @@ from engine.embedding.sentence_encoder import EmbeddingOutput, EmbedInput, Sente
 
 
 def _one_torch_thread() -> None:
-    torch.set_num_threads(1)  # per-thread for OpenMP: the engine's own thread keeps its team
+    torch.set_num_threads(1)
+    # torch applies its thread count to a thread lazily, at its first parallel op, from a
+    # process-wide value: take it now, while that value is 1 (the caller restores it).
+    torch.get_num_threads()
 
 
 class AsyncSentenceEncoder:
     """Load once (blocking, on the worker thread), then `await embed(...)` from the loop."""
 
     def __init__(self, model: str, **kwargs: Any) -> None:
+        threads = torch.get_num_threads()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder",
                                             initializer=_one_torch_thread)
+        try:
+            self._executor.submit(lambda: None).result()  # the worker exists, pinned to 1
+        finally:
+            # set_num_threads also sets the default of threads started later (the chat
+            # engine's among them): give them the process's count back.
+            torch.set_num_threads(threads)
         try:
             self.encoder: SentenceEncoder = self._executor.submit(
                 SentenceEncoder, model, **kwargs).result()

@@ -135,3 +135,26 @@ def test_minilm_matches_sentence_transformers_on_50_sentences(minilm: Path) -> N
     cosine = torch.nn.functional.cosine_similarity(ours, ref, dim=-1)
     assert cosine.min().item() >= 0.9999, cosine
     torch.testing.assert_close(ours.norm(dim=-1), torch.ones(50), atol=1e-5, rtol=0)
+
+
+def test_async_encoder_runs_on_one_thread_and_leaves_the_default(tiny_bert: Path) -> None:
+    import asyncio
+    import threading
+
+    from engine import AsyncSentenceEncoder
+
+    before = torch.get_num_threads()
+    enc = AsyncSentenceEncoder(str(tiny_bert))
+    try:
+        assert enc._executor.submit(torch.get_num_threads).result() == 1
+        seen: list[int] = []
+        later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        later.start()
+        later.join()
+        assert seen == [before] and torch.get_num_threads() == before  # e.g. the chat engine's
+        out = asyncio.run(enc.embed(TINY_TEXTS[:2]))
+        want = SentenceEncoder(str(tiny_bert)).embed(TINY_TEXTS[:2])
+        torch.testing.assert_close(torch.tensor([o.embedding for o in out]),
+                                   torch.tensor([w.embedding for w in want]))
+    finally:
+        asyncio.run(enc.shutdown())
