@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from engine import SentenceEncoder
 from tests.conftest import REPO
 from tests.serving.conftest import API_KEY, AUTH, MAX_LEN, MODEL
 from tests.serving.embedding_support import MINILM
@@ -46,6 +47,12 @@ def test_points_survive_a_restart(minilm_fetched: None, tiny_model: Path, tmp_pa
     try:
         models = [m.id for m in server.client().models.list().data]
         assert models == [MODEL, MINILM]  # served by default beside the chat model
+        texts = [f for f, _, _ in FACTS[:4]]
+        got = server.client().embeddings.create(model=MINILM, input=texts)  # base64 on the wire
+        want = SentenceEncoder(MINILM).embed(texts)
+        for d, w in zip(got.data, want, strict=True):
+            assert d.embedding == pytest.approx(w.embedding, abs=1e-6)
+        assert got.usage.prompt_tokens == sum(len(w.prompt_token_ids) for w in want)
         resp = httpx.post(f"{server.base}/v1/create/rag", headers=AUTH, timeout=120,
                           files={"file": ("facts.md", DOC.encode(), "text/markdown")},
                           data={"chunk_capacity": "25"})
