@@ -27,7 +27,7 @@ from serving.cli import (
     engine_summary,
     parse_args,
 )
-from serving.embedding_startup import Closer, load_embeddings
+from serving.embedding_startup import Closer, load_embeddings, open_store
 from serving.state import ServedEncoder, ServedModel, ServerState
 
 logger = logging.getLogger("serving")
@@ -62,8 +62,9 @@ async def load_all(plan: ServePlan, engines: list[AsyncEngine], closers: list[Cl
                    ) -> tuple[list[ServedModel], tuple[list[ServedEncoder], Any]]:
     """The chat engines, then the embedding model and the retrieval store (one at a time:
     two loads at once would run two torch thread teams against each other)."""
+    store = await open_store(plan, closers)  # first: a locked store fails before any load
     served = await load_models(plan, engines)
-    return served, await load_embeddings(plan, closers)
+    return served, await load_embeddings(plan, closers, store)
 
 
 def check_fallbacks(served: list[ServedModel]) -> None:

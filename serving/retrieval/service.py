@@ -42,6 +42,14 @@ class RetrievalSettings:
             raise ValueError(f"the retrieval limit must be at least 1, got {self.limit}")
 
 
+def open_vector_store(settings: RetrievalSettings) -> VectorStore:
+    """The Qdrant server at qdrant_url, or the local store under data_dir/qdrant (which
+    fails here when another process holds it)."""
+    if settings.qdrant_url:
+        return VectorStore(url=settings.qdrant_url)
+    return VectorStore(path=settings.data_dir / "qdrant")
+
+
 @dataclass
 class Ingested:
     file: FileRecord
@@ -52,14 +60,12 @@ class Ingested:
 
 
 class RetrievalService:
-    def __init__(self, settings: RetrievalSettings, encoder: ServedEncoder) -> None:
+    def __init__(self, settings: RetrievalSettings, encoder: ServedEncoder,
+                 store: VectorStore | None = None) -> None:
         self.settings = settings
         self.encoder = encoder
         self.files = FileStore(settings.data_dir / "files")
-        if settings.qdrant_url:
-            self.store = VectorStore(url=settings.qdrant_url)
-        else:
-            self.store = VectorStore(path=settings.data_dir / "qdrant")
+        self.store = store or open_vector_store(settings)
 
     @property
     def max_chunk_capacity(self) -> int:

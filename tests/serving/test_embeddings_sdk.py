@@ -61,3 +61,23 @@ def test_sdk_embeddings_from_the_chat_model_and_errors(emb_server: Server) -> No
         client.embeddings.create(model="nope", input="x")
     ids = [m.id for m in client.models.list().data]
     assert ids == [MODEL, ENCODER]
+
+
+def test_missing_default_embedding_model_is_a_warning(tiny_model: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from qdrant_client import QdrantClient
+
+    monkeypatch.setenv("ENGINE_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    data = tmp_path / "data"
+    server = start_server(["--model", str(tiny_model), "--served-model-name", MODEL,
+                           "--max-model-len", str(MAX_LEN), "--data-dir", str(data)],
+                          tmp_path / "server.log")
+    try:
+        assert [m.id for m in server.client().models.list().data] == [MODEL]
+        status, body = server.http("POST", "/v1/retrieve",
+                                   {"messages": [{"role": "user", "content": "hi"}]})
+        assert status == 400 and body["error"]["code"] == "retrieval_disabled"
+        QdrantClient(path=str(data / "qdrant")).close()  # the server let go of the store
+    finally:
+        assert stop_server(server) == 0
+    assert "no embedding model" in server.log_tail()
