@@ -95,10 +95,23 @@ def test_every_pooling_mode_matches_sentence_transformers(
 
 def test_batching_and_padding_do_not_change_a_vector(tiny_bert: Path) -> None:
     alone = SentenceEncoder(str(tiny_bert), batch_size=1)
-    batched = SentenceEncoder(str(tiny_bert), batch_size=4)
     one_by_one = _ours(alone, TINY_TEXTS)
-    together = _ours(batched, TINY_TEXTS)
-    torch.testing.assert_close(together, one_by_one, atol=1e-6, rtol=1e-5)
+    for kwargs in ({"batch_size": 4}, {"max_batch_tokens": 40}, {}):
+        batched = SentenceEncoder(str(tiny_bert), **kwargs)
+        torch.testing.assert_close(_ours(batched, TINY_TEXTS), one_by_one, atol=1e-6, rtol=1e-5)
+
+
+def test_micro_batches_respect_both_limits(tiny_bert: Path) -> None:
+    enc = SentenceEncoder(str(tiny_bert), batch_size=3, max_batch_tokens=20)
+    lengths = [5, 9, 2, 7, 7, 3, 4, 12, 1]
+    groups = enc.micro_batches(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        assert len(g) <= 3 and len(g) * max(lengths[i] for i in g) <= 20 or len(g) == 1
+    flat = [lengths[i] for g in groups for i in g]
+    assert flat == sorted(lengths, reverse=True)  # similar lengths share a forward
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        SentenceEncoder(str(tiny_bert), max_batch_tokens=0)
 
 
 def test_token_ids_and_text_give_the_same_vector(tiny_bert: Path) -> None:
