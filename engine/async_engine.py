@@ -20,6 +20,12 @@ from typing import Any
 
 from engine.chat_template import render_for_tokenizer
 from engine.config import EngineConfig
+from engine.embedding.decoder_pooling import (
+    decoder_pooling,
+    embed_with_decoder,
+    tokenize_for_decoder,
+)
+from engine.embedding.sentence_encoder import EmbeddingOutput, EmbedInput
 from engine.engine_core import EngineCore
 from engine.outputs import RequestOutput
 from engine.sampling_params import SamplingParams
@@ -119,6 +125,23 @@ class AsyncEngine:
         if request_id in self._streams:
             self._to_abort.append(request_id)
             self._wakeup.set()
+
+    @property
+    def embedding_dim(self) -> int:
+        """Length of the vectors `embed` returns (the model's hidden size)."""
+        return self.core.model_config.hidden_size
+
+    async def embed(self, inputs: list[EmbedInput], pooling: str = "mean",
+                    normalize: bool = True, truncate: bool = False) -> list[EmbeddingOutput]:
+        """Pooled final hidden states of each input (see LLM.embed). Bad inputs raise
+        ValueError here; the forward runs on the engine's worker thread between steps, over
+        a scratch KV cache, so running requests are not disturbed."""
+        config = decoder_pooling(pooling, normalize)
+        ids = tokenize_for_decoder(self.core, inputs, truncate)
+        loop = asyncio.get_running_loop()
+        vectors = await loop.run_in_executor(self._executor, embed_with_decoder, self.core,
+                                             ids, config)
+        return [EmbeddingOutput(v.tolist(), i) for v, i in zip(vectors, ids, strict=True)]
 
     async def shutdown(self) -> None:
         if self._task is not None:

@@ -10,6 +10,12 @@ from tqdm import tqdm
 
 from engine.chat_template import render_for_tokenizer
 from engine.config import EngineConfig
+from engine.embedding.decoder_pooling import (
+    decoder_pooling,
+    embed_with_decoder,
+    tokenize_for_decoder,
+)
+from engine.embedding.sentence_encoder import EmbeddingOutput, EmbedInput
 from engine.engine_core import EngineCore
 from engine.outputs import RequestOutput
 from engine.sampling_params import SamplingParams
@@ -77,6 +83,23 @@ class LLM:
             # The template already wrote BOS where the model wants it.
             encoded.append((text, self.tokenizer.encode(text, add_special_tokens=False)))
         return self._run(encoded, sampling_params, use_tqdm)
+
+    def embed(
+        self,
+        inputs: EmbedInput | Sequence[EmbedInput],
+        pooling: str = "mean",
+        normalize: bool = True,
+        truncate: bool = False,
+    ) -> list[EmbeddingOutput]:
+        """Pooled final hidden states ("mean" or "last" token), L2-normalised unless asked
+        not to, for a text, token ids, or a list of either. An input over max_model_len
+        raises ValueError unless `truncate` keeps its first max_model_len tokens."""
+        if isinstance(inputs, str) or (inputs and isinstance(inputs[0], int)):
+            inputs = [inputs]  # type: ignore[list-item]
+        config = decoder_pooling(pooling, normalize)
+        ids = tokenize_for_decoder(self.engine, list(inputs), truncate)  # type: ignore[arg-type]
+        vectors = embed_with_decoder(self.engine, ids, config)
+        return [EmbeddingOutput(v.tolist(), i) for v, i in zip(vectors, ids, strict=True)]
 
     def _run(
         self,

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 import sys
+from typing import Any
 
 from aiohttp import web
 
@@ -26,7 +27,8 @@ from serving.cli import (
     engine_summary,
     parse_args,
 )
-from serving.state import ServedModel, ServerState
+from serving.embedding_startup import Closer, load_embeddings, open_store
+from serving.state import ServedEncoder, ServedModel, ServerState
 
 logger = logging.getLogger("serving")
 
@@ -56,6 +58,15 @@ async def load_models(plan: ServePlan, engines: list[AsyncEngine]) -> list[Serve
     return served
 
 
+async def load_all(plan: ServePlan, engines: list[AsyncEngine], closers: list[Closer]
+                   ) -> tuple[list[ServedModel], tuple[list[ServedEncoder], Any]]:
+    """The chat engines, then the embedding model and the retrieval store (one at a time:
+    two loads at once would run two torch thread teams against each other)."""
+    store = await open_store(plan, closers)  # first: a locked store fails before any load
+    served = await load_models(plan, engines)
+    return served, await load_embeddings(plan, closers, store)
+
+
 def check_fallbacks(served: list[ServedModel]) -> None:
     by_name = {m.name: m for m in served}
     for model in served:
@@ -74,7 +85,7 @@ def install_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def wait_loaded(load: asyncio.Task[list[ServedModel]], stop: asyncio.Event) -> bool:
+async def wait_loaded(load: asyncio.Task[Any], stop: asyncio.Event) -> bool:
     """True when the models loaded; False when a signal came first (loading is abandoned)."""
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait({load, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -94,6 +105,7 @@ async def serve(plan: ServePlan) -> int:
                            shutdown_timeout=plan.settings.shutdown_grace_s)
     await runner.setup()
     engines: list[AsyncEngine] = []
+    closers: list[Closer] = []  # the embedding model and the retrieval store
     try:
         site = web.TCPSite(runner, plan.host, plan.port)
         try:
@@ -103,7 +115,7 @@ async def serve(plan: ServePlan) -> int:
             return 1
         stop = asyncio.Event()
         install_signals(stop)
-        load = asyncio.create_task(load_models(plan, engines))
+        load = asyncio.create_task(load_all(plan, engines, closers))
         try:
             if not await wait_loaded(load, stop):
                 logger.info("signal received while loading; exiting")
@@ -111,7 +123,8 @@ async def serve(plan: ServePlan) -> int:
         except (CLIError, FileNotFoundError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        state.models, state.ready = load.result(), True
+        state.models, (state.encoders, state.retrieval) = load.result()
+        state.ready = True
         logger.info("serving %d model(s) on http://%s:%d", len(engines), plan.host, plan.port)
         await stop.wait()
         logger.info("shutting down: finishing in-flight requests (up to %.0fs)",
@@ -122,6 +135,8 @@ async def serve(plan: ServePlan) -> int:
         await runner.cleanup()  # closes the socket, drains, then cancels what is left
         for engine in engines:
             await engine.shutdown()
+        for close in reversed(closers):
+            await close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -179,6 +179,25 @@ async def _completions(request: web.Request, state: ServerState) -> web.StreamRe
     return await create_completion(request, state)
 
 
+async def _embeddings(request: web.Request, state: ServerState) -> web.StreamResponse:
+    from serving.embeddings import create_embeddings
+
+    return await create_embeddings(request, state)
+
+
+def _add_retrieval_routes(app: web.Application, state: ServerState) -> None:
+    from serving.retrieval import handlers as rag
+
+    r = app.router
+    r.add_post("/v1/files", _bind(rag.upload_file, state))
+    r.add_get("/v1/files", _bind(rag.list_files, state))
+    r.add_get("/v1/files/{file_id}", _bind(rag.get_file, state))
+    r.add_delete("/v1/files/{file_id}", _bind(rag.delete_file, state))
+    r.add_post("/v1/chunks", _bind(rag.chunks, state))
+    r.add_post("/v1/create/rag", _bind(rag.create_rag, state))
+    r.add_post("/v1/retrieve", _bind(rag.retrieve, state))
+
+
 async def _metrics(request: web.Request, state: ServerState) -> web.StreamResponse:
     return request.app[METRICS_KEY].render(state)
 
@@ -187,6 +206,8 @@ def add_routes(app: web.Application, state: ServerState) -> None:
     r = app.router
     r.add_post("/v1/chat/completions", _bind(_chat, state))
     r.add_post("/v1/completions", _bind(_completions, state))
+    r.add_post("/v1/embeddings", _bind(_embeddings, state))
+    _add_retrieval_routes(app, state)
     r.add_get("/v1/models", _bind(models.list_models, state))
     # LlamaEdge's documented example lists models with `curl -X POST .../v1/models`.
     r.add_post("/v1/models", _bind(models.list_models, state))

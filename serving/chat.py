@@ -32,6 +32,7 @@ from serving.responses import (
     Usage,
     chunk_body,
 )
+from serving.retrieval.chat_context import with_retrieved_context
 from serving.state import ServedModel, ServerState
 
 
@@ -109,9 +110,10 @@ async def chat_chunks(gen: Generation,
 
 async def create_chat_completion(request: web.Request,
                                  state: ServerState) -> web.StreamResponse:
-    req = parse_request(ChatCompletionRequest, await request.read())
+    raw = await request.read()
+    req = parse_request(ChatCompletionRequest, raw)
     req.check_supported()
-    messages = req.template_messages()
+    messages = await with_retrieved_context(state, raw, req.template_messages())  # RAG hook
     gen = start_generation(request, state, req, lambda m: [render_chat(m, messages)],
                            "chatcmpl")
     try:

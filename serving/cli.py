@@ -10,12 +10,16 @@ import argparse
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine import AsyncEngine, EngineConfig
+from serving.retrieval.service import RetrievalSettings
 from serving.state import ServerSettings
 
 API_KEY_ENV = "ENGINE_API_KEY"
+DATA_DIR_ENV = "ENGINE_DATA_DIR"
 DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
 _SIZE = re.compile(r"(\d+)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
 
 
@@ -30,6 +34,13 @@ class ModelSpec:
 
 
 @dataclass
+class EmbeddingSpec:
+    names: list[str]  # names[0] is the model's id; the rest are aliases
+    model: str
+    explicit: bool  # asked for by flag: failing to load it is an error, not a warning
+
+
+@dataclass
 class ServePlan:
     models: list[ModelSpec]
     fallbacks: dict[str, str]  # short model id -> long model id
@@ -37,6 +48,8 @@ class ServePlan:
     host: str
     port: int
     log_level: str = "info"
+    embedding: EmbeddingSpec | None = None
+    retrieval: RetrievalSettings | None = None
 
 
 def byte_size(text: str) -> int:
@@ -87,7 +100,60 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-prompts", action="store_true", help="log prompts (off: privacy)")
     s.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error", "critical"])
+    add_retrieval_flags(p)
     return p
+
+
+def add_retrieval_flags(p: argparse.ArgumentParser) -> None:
+    d = RetrievalSettings(data_dir=Path())
+    r = p.add_argument_group("embeddings and retrieval")
+    r.add_argument("--embedding-model", help="BERT sentence-embedding model (registered name or "
+                   f"HF folder) served beside the chat models (default: {DEFAULT_EMBEDDING_MODEL})")
+    r.add_argument("--embedding-model-name", metavar="NAMES",
+                   help="comma-separated names for the embedding model; the first is its id")
+    r.add_argument("--no-embedding-model", action="store_true",
+                   help="serve no embedding model (and so no retrieval endpoints)")
+    r.add_argument("--data-dir", default=os.environ.get(DATA_DIR_ENV, "engine-data"),
+                   help=f"uploaded files and the local vector store (default: ${DATA_DIR_ENV} "
+                   "or ./engine-data)")
+    r.add_argument("--qdrant-url", help="a Qdrant server instead of the local store "
+                   "(e.g. http://localhost:6333)")
+    r.add_argument("--rag-collection", default=d.collection, help="default collection name")
+    r.add_argument("--rag-chunk-capacity", type=int, default=d.chunk_capacity,
+                   help="default tokens per chunk")
+    r.add_argument("--rag-chunk-overlap", type=int, default=d.chunk_overlap,
+                   help="default tokens shared by consecutive windows of a long paragraph")
+    r.add_argument("--rag-limit", type=int, default=d.limit, help="default points per search")
+    r.add_argument("--rag-score-threshold", type=float, default=d.score_threshold,
+                   help="default lowest cosine score a search returns")
+    r.add_argument("--rag-chat", action="store_true", help="add retrieved context to every "
+                   'chat request that does not send "rag": false')
+
+
+def embedding_plan(args: argparse.Namespace, specs: list[ModelSpec]
+                   ) -> tuple[EmbeddingSpec | None, RetrievalSettings | None]:
+    if args.no_embedding_model:
+        if args.embedding_model or args.embedding_model_name:
+            raise CLIError("--no-embedding-model contradicts --embedding-model(-name)")
+        return None, None
+    model = args.embedding_model or DEFAULT_EMBEDDING_MODEL
+    names = [n.strip() for n in (args.embedding_model_name or model).split(",") if n.strip()]
+    if not names:
+        raise CLIError(f"--embedding-model-name {args.embedding_model_name!r} holds no name")
+    taken = {n for spec in specs for n in spec.names}
+    for name in names:
+        if name in taken or names.count(name) > 1:
+            raise CLIError(f"model name {name!r} is used twice")
+    try:
+        retrieval = RetrievalSettings(
+            data_dir=Path(args.data_dir).expanduser(), qdrant_url=args.qdrant_url or None,
+            collection=args.rag_collection, chunk_capacity=args.rag_chunk_capacity,
+            chunk_overlap=args.rag_chunk_overlap, limit=args.rag_limit,
+            score_threshold=args.rag_score_threshold, rag_chat=args.rag_chat)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    explicit = args.embedding_model is not None or args.embedding_model_name is not None
+    return EmbeddingSpec(names, model, explicit), retrieval
 
 
 ENGINE_FLAGS = ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "dtype", "device",
@@ -158,8 +224,9 @@ def parse_args(argv: list[str] | None = None) -> ServePlan:
                               max_waiting_requests=args.max_waiting_requests,
                               log_prompts=args.log_prompts,
                               shutdown_grace_s=args.shutdown_grace)
+    embedding, retrieval = embedding_plan(args, specs)
     return ServePlan(specs, fallback_rules(args.fallback, specs), settings, args.host,
-                     args.port, args.log_level)
+                     args.port, args.log_level, embedding, retrieval)
 
 
 @dataclass(frozen=True)

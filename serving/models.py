@@ -6,10 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
-from serving.state import ServedModel, ServerState
+from serving.state import ServedEncoder, ServedModel, ServerState
 
 
-def model_card(served: ServedModel, model_id: str) -> dict[str, Any]:
+def model_card(served: ServedModel | ServedEncoder, model_id: str) -> dict[str, Any]:
     card: dict[str, Any] = {
         "id": model_id,
         "object": "model",
@@ -19,16 +19,19 @@ def model_card(served: ServedModel, model_id: str) -> dict[str, Any]:
     }
     if model_id != served.name:
         card["root"] = served.name  # an alias says which model answers it
-    if served.fallback is not None:
+    if isinstance(served, ServedEncoder):
+        card["task"] = "embedding"  # serves /v1/embeddings and retrieval, not chat
+    elif served.fallback is not None:
         card["fallback"] = served.fallback
     return card
 
 
 def model_cards(state: ServerState) -> list[dict[str, Any]]:
     """Every name a request may use, the model's own name first."""
+    served_models: list[ServedModel | ServedEncoder] = [*state.models, *state.encoders]
     return [
         model_card(served, model_id)
-        for served in state.models
+        for served in served_models
         for model_id in [served.name, *served.aliases]
     ]
 
@@ -39,5 +42,5 @@ async def list_models(request: web.Request, state: ServerState) -> web.Response:
 
 async def get_model(request: web.Request, state: ServerState) -> web.Response:
     model_id = request.match_info["model_id"]
-    served = state.resolve(model_id)  # 404 model_not_found envelope for an unknown id
+    served = state.resolve_embedder(model_id)  # 404 model_not_found envelope for an unknown id
     return web.json_response(model_card(served, model_id))

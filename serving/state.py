@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from engine import AsyncEngine
+from engine import AsyncEngine, AsyncSentenceEncoder
 from serving.errors import model_not_found
+
+if TYPE_CHECKING:
+    from serving.retrieval.service import RetrievalService
 
 
 @dataclass
@@ -19,6 +23,20 @@ class ServedModel:
     aliases: list[str] = field(default_factory=list)
     created: int = field(default_factory=lambda: int(time.time()))
     fallback: str | None = None  # a served model for prompts longer than this one's context
+
+
+@dataclass
+class ServedEncoder:
+    """An embedding-only model (a BERT sentence encoder), served beside the chat models."""
+
+    name: str
+    encoder: AsyncSentenceEncoder
+    aliases: list[str] = field(default_factory=list)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def max_model_len(self) -> int:
+        return self.encoder.max_len
 
 
 @dataclass
@@ -35,6 +53,8 @@ class ServerState:
     models: list[ServedModel]
     settings: ServerSettings = field(default_factory=ServerSettings)
     ready: bool = True
+    encoders: list[ServedEncoder] = field(default_factory=list)
+    retrieval: RetrievalService | None = None  # the RAG endpoints; None: not configured
 
     def resolve(self, name: str | None) -> ServedModel:
         """The model a request names (its name or an alias); 404 model_not_found otherwise."""
@@ -42,3 +62,10 @@ class ServerState:
             if name == m.name or name in m.aliases:
                 return m
         raise model_not_found(str(name))
+
+    def resolve_embedder(self, name: str | None) -> ServedEncoder | ServedModel:
+        """An embedding model, or a chat model (pooled hidden states); 404 otherwise."""
+        for e in self.encoders:
+            if name == e.name or name in e.aliases:
+                return e
+        return self.resolve(name)

@@ -332,7 +332,7 @@ def wait_healthy(proc: subprocess.Popen[str], base: str, timeout: float = 120) -
 def test_cli_serves_and_stops_on_sigterm(tiny_path: Path) -> None:
     port = free_port()
     proc = run_cli("--model", str(tiny_path), "--served-model-name", "tiny,tiny-alias",
-                   "--port", str(port), "--kv-cache-bytes", "1MiB")
+                   "--port", str(port), "--kv-cache-bytes", "1MiB", "--no-embedding-model")
     try:
         base = f"http://127.0.0.1:{port}"
         wait_healthy(proc, base)

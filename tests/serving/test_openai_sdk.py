@@ -107,7 +107,7 @@ def stop_server(server: Server) -> int | None:
 def tiny_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("server-log") / "tiny.log"
     server = start_server(["--model", str(tiny_model), "--served-model-name", MODEL,
-                           "--max-model-len", str(MAX_LEN)], log)
+                           "--max-model-len", str(MAX_LEN), "--no-embedding-model"], log)
     yield server
     stop_server(server)
 
@@ -297,7 +297,7 @@ def smol_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         pytest.skip(f"the real model is not fetched ({path}); run python -m weights.fetch")
     log = tmp_path_factory.mktemp("server-log") / "smollm2.log"
     server = start_server(["--model", str(path), "--served-model-name", SMOL,
-                           "--max-model-len", "256"], log)
+                           "--max-model-len", "256", "--no-embedding-model"], log)
     yield server
     stop_server(server)
 

@@ -1,0 +1,67 @@
+"""Start-up of the embedding model and the retrieval store beside the chat models.
+
+The default embedding model is a convenience: when it is not fetched the server logs how
+to fetch it and serves without embeddings and retrieval. One named by flag must load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from engine import AsyncSentenceEncoder
+from serving.cli import CLIError, ServePlan
+from serving.retrieval.service import RetrievalService, open_vector_store
+from serving.retrieval.store import VectorStore
+from serving.state import ServedEncoder
+
+logger = logging.getLogger("serving")
+
+Closer = Callable[[], Awaitable[None]]
+
+
+async def open_store(plan: ServePlan, closers: list[Closer]) -> VectorStore | None:
+    """The vector store, opened before any model loads: a store another process holds is
+    a start-up error that should not wait for the models."""
+    settings = plan.retrieval
+    if plan.embedding is None or settings is None:
+        return None
+    try:
+        store = await asyncio.to_thread(open_vector_store, settings)
+    except (RuntimeError, ValueError, OSError) as e:  # e.g. another process holds the folder
+        where = settings.qdrant_url or settings.data_dir
+        raise CLIError(f"cannot open the retrieval store at {where}: {e}") from None
+    closers.append(store.close)
+    return store
+
+
+async def load_embeddings(plan: ServePlan, closers: list[Closer], store: VectorStore | None
+                          ) -> tuple[list[ServedEncoder], RetrievalService | None]:
+    """The served encoders and the retrieval service over `store`; `closers` collects
+    their shutdowns as they come, so that a failure midway still releases what was opened."""
+    spec = plan.embedding
+    if spec is None or plan.retrieval is None or store is None:
+        return [], None
+    logger.info("loading embedding model %s as %s", spec.model, spec.names[0])
+    try:
+        encoder = await asyncio.to_thread(AsyncSentenceEncoder, spec.model)
+    except FileNotFoundError as e:
+        if spec.explicit:
+            raise
+        logger.warning("no embedding model: %s; /v1/embeddings serves the chat models only "
+                       "and retrieval is off", e)
+        closers.remove(store.close)
+        await store.close()  # unlock the folder: nothing will use it
+        return [], None
+    closers.append(encoder.shutdown)
+    served = ServedEncoder(spec.names[0], encoder, spec.names[1:])
+    s = encoder.summary()
+    logger.info("embedding model %s: %.2fM parameters, %d-d, %s pooling%s, max %d tokens",
+                served.name, s["parameters"] / 1e6, s["dim"], s["pooling"],
+                " + normalize" if s["normalize"] else "", s["max_len"])
+    settings = plan.retrieval
+    service = RetrievalService(settings, served, store)  # closed through the store's closer
+    logger.info("retrieval: files and %s under %s", "Qdrant at " + settings.qdrant_url
+                if settings.qdrant_url else "the local vector store", settings.data_dir)
+    return [served], service

@@ -1,0 +1,1 @@
+"""LlamaEdge-style retrieval: uploaded files, token-bounded chunks, a Qdrant vector store."""
