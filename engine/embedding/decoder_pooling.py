@@ -80,5 +80,5 @@ def embed_with_decoder(core: EngineCore, id_lists: Sequence[list[int]],
             next_block += need
         input_ids, positions, meta = scratch.prepare(chunks)
         hidden = model(input_ids, positions, scratch.kv_caches, meta)
-        rows.append(pool_packed(hidden, meta.query_start_loc, pooling).cpu())
+        rows.append(pool_packed(hidden, meta.query_start_loc.tolist(), pooling).cpu())
     return torch.cat(rows)
