@@ -2,6 +2,7 @@
 
 from engine.async_engine import AsyncEngine
 from engine.config import EngineConfig
+from engine.guided import GuidedDecoding
 from engine.llm import LLM
 from engine.outputs import CompletionOutput, Logprob, PositionLogprobs, RequestOutput
 from engine.sampling_params import SamplingParams
@@ -11,6 +12,7 @@ __all__ = [
     "AsyncEngine",
     "CompletionOutput",
     "EngineConfig",
+    "GuidedDecoding",
     "Logprob",
     "PositionLogprobs",
     "RequestOutput",
