@@ -2,9 +2,11 @@
 
 xgrammar 0.2.8 turns a length-limited string (`minLength` / `maxLength`) into a character
 class that lets raw control characters (U+0000-U+001F) through, which no JSON parser accepts
-inside a string. Such a string is rewritten into the equivalent `pattern` (any character but
-`"`, `\\` and the controls, repeated min..max times), which xgrammar compiles correctly. The
-rewrite only narrows what may be generated (no escape sequences in those strings).
+inside a string, and its bounded repetition also admits broken UTF-8 (a lone lead byte then
+counts as one U+FFFD character each, overrunning maxLength). Such a string is rewritten into
+a `pattern` of printable ASCII other than `"` and `\\`, repeated min..max times, which
+xgrammar compiles exactly. The rewrite only narrows what may be generated: no escapes and no
+non-ASCII characters in length-bounded strings.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ def _bounded_string_pattern(schema: dict[str, Any]) -> str:
     lo = int(schema.get("minLength", 0))
     hi = schema.get("maxLength")
     reps = f"{{{lo},{int(hi)}}}" if hi is not None else f"{{{lo},}}"
-    return '^[^"\\\\\\x00-\\x1f]' + reps + "$"
+    return "^[ !#-\\[\\]-~]" + reps + "$"
 
 
 def _needs_rewrite(schema: dict[str, Any]) -> bool:
-    return (schema.get("type") == "string"
+    kind = schema.get("type")
+    is_string = kind == "string" or (isinstance(kind, list) and "string" in kind)
+    return (is_string
             and ("minLength" in schema or "maxLength" in schema)
             and not any(k in schema for k in ("pattern", "format", "enum", "const")))
 

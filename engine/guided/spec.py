@@ -29,7 +29,8 @@ class GuidedDecoding:
 
     def __post_init__(self) -> None:
         if not isinstance(self.json_object, bool):
-            raise ValueError(f"guided.json_object must be a boolean, got {self.json_object!r}")
+            raise ValueError(  # noqa: TRY004 -- bad input is a ValueError (a 400)
+                f"guided.json_object must be a boolean, got {self.json_object!r}")
         for name in ("json_schema", "structural_tag"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, dict):
