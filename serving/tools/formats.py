@@ -113,7 +113,9 @@ class ToolCallFormat:
             _, args_end = _DECODER.raw_decode(text, body_at)
         except ValueError:
             return PartialCall(name, self._undecided_args(text[body_at:], final), False), len(text)
-        tail = re.compile(r"\s*\}" + re.escape(self.end)).match(text, args_end)
+        sep = self.separator.strip()  # a separator between calls is not prose
+        tail = re.compile(r"\s*\}" + re.escape(self.end)
+                          + (rf"(?:\s*{re.escape(sep)})?" if sep else "")).match(text, args_end)
         if tail is None:  # the object closed; the wrapper has not yet
             return PartialCall(name, text[body_at:args_end], False), len(text)
         return PartialCall(name, text[body_at:args_end], True), tail.end()
