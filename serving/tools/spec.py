@@ -123,10 +123,12 @@ def tool_request(tools: Any, tool_choice: Any, functions: Any, function_call: An
     legacy = functions is not None
     if tools is None and not legacy:
         return None
+    raw_choice = function_call if legacy else tool_choice
+    if raw_choice == "none" and (functions if legacy else tools) == []:
+        return None  # nothing offered, nothing to call: what some clients send by default
     fns = _functions(functions if legacy else tools, "functions" if legacy else "tools",
                      wrapped=not legacy)
     by_name = {f.name: f for f in fns}
-    raw_choice = function_call if legacy else tool_choice
     param = "function_call" if legacy else "tool_choice"
     choice, named = _choice("auto" if raw_choice is None else raw_choice, set(by_name), param,
                             legacy)
