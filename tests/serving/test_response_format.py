@@ -13,7 +13,8 @@ from tests.serving.conftest import HELLO, Api, assert_error
 SCHEMA = {
     "type": "object",
     "properties": {"city": {"type": "string", "maxLength": 8},
-                   "temps": {"type": "array", "items": {"type": "integer"}, "maxItems": 3},
+                   "temps": {"type": "array", "maxItems": 3,
+                             "items": {"type": "integer", "minimum": -50, "maximum": 50}},
                    "sunny": {"type": "boolean"}},
     "required": ["city", "temps", "sunny"],
 }

@@ -148,7 +148,8 @@ async def test_streamed_call_reassembles_to_the_plain_one(api: Api) -> None:
 async def test_legacy_functions_dialect(api: Api) -> None:
     fn = {"name": "get_current_weather", "description": "Get the current weather",
           "parameters": {"type": "object", "properties": {
-              "location": {"type": "string", "maxLength": 10}, "days": {"type": "number"},
+              "location": {"type": "string", "maxLength": 10},
+              "days": {"type": "number", "minimum": 0, "maximum": 30},
               "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}},
           "required": ["location", "days"]}
     resp = await api.chat(messages=HELLO, functions=[fn], function_call="get_current_weather",

@@ -1,8 +1,8 @@
 """Random weights + grammar: every output is valid, because the grammar alone makes it so.
 
 A random model writes valid JSON by chance essentially never (checked below as a control),
-so each passing output here is the masks' work. Schemas bound their strings and arrays so a
-random walk ends well within max_tokens.
+so each passing output here is the masks' work. Schemas bound their strings, numbers and
+arrays so that a random walk ends well within max_tokens.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ NESTED = {
     "properties": {
         "name": {"type": "string", "maxLength": 6},
         "count": {"type": "integer", "minimum": -5, "maximum": 500},
-        "ratio": {"type": "number"},
+        "ratio": {"type": "number", "minimum": -10, "maximum": 10},
         "mode": {"enum": ["fast", "slow", "off"]},
         "flags": {"type": "array", "items": {"type": "boolean"}, "maxItems": 3},
         "point": {
             "type": "object",
-            "properties": {"x": {"type": "integer"}, "label": {"type": "string", "maxLength": 3},
+            "properties": {"x": {"type": "integer", "minimum": -999, "maximum": 999},
+                           "label": {"type": "string", "maxLength": 3},
                            "tags": {"type": "array", "maxItems": 2,
                                     "items": {"type": "string", "enum": ["a", "b"]}}},
             "required": ["x", "label", "tags"],
