@@ -94,6 +94,7 @@ class SamplingRequest(_Strict):
     stop_token_ids: list[int] | None = None
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+    response_format: ResponseFormat | None = None
     # The grammar the handler chose (response_format or tool calls), passed to the engine.
     _guided: GuidedDecoding | None = PrivateAttr(default=None)
 
@@ -105,6 +106,10 @@ class SamplingRequest(_Strict):
         if self.stream_options is not None and not self.stream:
             raise bad_request("stream_options is only allowed when stream is true",
                               "stream_options")
+        self.set_guided(self.response_format.guided() if self.response_format else None)
+
+    def set_guided(self, guided: GuidedDecoding | None) -> None:
+        self._guided = guided
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
@@ -140,7 +145,6 @@ class ChatCompletionRequest(SamplingRequest):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     functions: list[dict[str, Any]] | None = None
@@ -163,15 +167,10 @@ class ChatCompletionRequest(SamplingRequest):
         self._check_content()
         tools = tool_request(self.tools, self.tool_choice, self.functions, self.function_call,
                              self.parallel_tool_calls)
-        guided = self.response_format.guided() if self.response_format else None
-        if tools is not None and guided is not None:
+        if tools is not None and self._guided is not None:
             raise bad_request("response_format json_object / json_schema cannot be combined "
                               "with tools the model may call", "response_format")
-        self.set_guided(guided)
         return tools
-
-    def set_guided(self, guided: GuidedDecoding | None) -> None:
-        self._guided = guided
 
     def _check_content(self) -> None:
         for i, message in enumerate(self.messages):

@@ -61,3 +61,12 @@ async def test_guided_with_min_tokens_is_400(api: Api) -> None:
     resp = await api.chat(messages=HELLO, response_format={"type": "json_object"},
                           min_tokens=2)
     assert_error(resp, 400, param="min_tokens")
+
+
+async def test_completions_honour_response_format(api: Api) -> None:
+    resp = await api.completion(prompt="Weather:", response_format=json_schema_format(SCHEMA),
+                                seed=5, max_tokens=150)
+    assert resp.status == 200, resp.text
+    choice = resp.json["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    jsonschema.validate(json.loads(choice["text"]), SCHEMA)
