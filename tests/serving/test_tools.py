@@ -206,3 +206,30 @@ async def test_tool_choice_none_is_plain_text(api: Api) -> None:
     assert resp.status == 200
     message = resp.json["choices"][0]["message"]
     assert "tool_calls" not in message and isinstance(message["content"], str)
+
+
+async def test_streamed_choices_keep_their_own_calls_and_logprobs(api: Api) -> None:
+    body = {"messages": HELLO, "tools": TOOLS, "seed": 6, "max_tokens": 120, "n": 2,
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "logprobs": True, "stream_options": {"include_usage": True}}
+    stream = await api.stream("/v1/chat/completions", body)
+    assert stream.status == 200, stream.text
+    args: dict[int, str] = {0: "", 1: ""}
+    logprobs = {0: 0, 1: 0}
+    finish: dict[int, str] = {}
+    *events, usage = stream.events
+    for ev in events:
+        choice = ev["choices"][0]
+        i = choice["index"]
+        for frag in choice["delta"].get("tool_calls", []):
+            assert frag["index"] == 0  # one call per choice
+            args[i] += frag["function"]["arguments"]
+        if choice["logprobs"]:
+            logprobs[i] += len(choice["logprobs"]["content"])
+        if choice["finish_reason"]:
+            finish[i] = choice["finish_reason"]
+    assert finish == {0: "stop", 1: "stop"}
+    for i in (0, 1):
+        jsonschema.validate(json.loads(args[i]), WEATHER)
+    # every generated token's logprob arrives, on some chunk of its choice
+    assert logprobs[0] + logprobs[1] == usage["usage"]["completion_tokens"]
