@@ -52,6 +52,7 @@ async def test_json_object_streams_an_object(api: Api) -> None:
     ({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 5}}},
      "response_format.json_schema"),
     ({"type": "xml"}, "response_format.type"),
+    (json_schema_format({"properties": {"a": {"$ref": "#/$defs/missing"}}}), "response_format"),
 ])
 async def test_bad_formats_are_400(api: Api, fmt: dict[str, Any], param: str) -> None:
     assert_error(await api.chat(messages=HELLO, response_format=fmt), 400, param=param)

@@ -188,6 +188,9 @@ async def test_second_turn_with_a_tool_result(api: Api) -> None:
         "type": "object", "properties": {"a": {"type": "nonsense"}}}}}]},
      "tools[0].function.parameters"),
     ({"tools": TOOLS * 2}, "tools"),
+    # a schema jsonschema accepts but the grammar engine cannot compile (dangling $ref)
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}}}]}, "tools"),
     ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}},
      "tool_choice"),
     ({"tools": TOOLS, "tool_choice": "sometimes"}, "tool_choice"),
