@@ -9,6 +9,7 @@ cache consistent.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from engine.tokenizer import Tokenizer
 
 MAX_CACHED_GRAMMARS = 256
+_CPP_PREFIX = re.compile(r"^(\[[^\]]*\]\s*)?(\S+\.(cc|h):\d+:\s*)?")
 
 
 def tokenizer_info(tokenizer: Tokenizer, eos_token_ids: Iterable[int],
@@ -82,6 +84,6 @@ class GrammarBackend:
                     fix_schema(spec.json_schema), any_whitespace=False, strict_mode=True)
             return self._compiler.compile_structural_tag(fix_schema(spec.structural_tag))
         except (RuntimeError, ValueError, TypeError) as e:
-            # xgrammar's messages start with a C++ source location; the last line says it.
-            reason = str(e).strip().splitlines()[0].split("] ", 1)[-1]
+            # xgrammar's messages start with a time and a C++ source location: drop them.
+            reason = _CPP_PREFIX.sub("", str(e).strip().splitlines()[0])
             raise ValueError(f"guided.{spec.kind} cannot be compiled: {reason}") from None
