@@ -9,6 +9,7 @@ from engine.embedding import (
     PoolingConfig,
     SentenceEncoder,
 )
+from engine.guided import GuidedDecoding
 from engine.llm import LLM
 from engine.outputs import CompletionOutput, Logprob, PositionLogprobs, RequestOutput
 from engine.sampling_params import SamplingParams
@@ -21,6 +22,7 @@ __all__ = [
     "CompletionOutput",
     "EmbeddingOutput",
     "EngineConfig",
+    "GuidedDecoding",
     "Logprob",
     "PoolingConfig",
     "PositionLogprobs",

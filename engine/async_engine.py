@@ -114,6 +114,7 @@ class AsyncEngine:
             raise ValueError(f"request_id {request_id!r} is already in use")
         self.core.check_prompt(prompt_ids)
         params.check_vocab(self.core.model_config.vocab_size)
+        self.core.check_guided(params)  # a schema the grammar engine refuses: refuse it now
         queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
         self._streams[request_id] = queue
         self._to_add.append(_Pending(request_id, list(prompt_ids), params, prompt))

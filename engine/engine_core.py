@@ -18,6 +18,8 @@ import kernels
 from engine.block_manager import BlockManager
 from engine.config import EngineConfig, parse_dtype
 from engine.detokenizer import IncrementalDetokenizer
+from engine.guided.backend import GrammarBackend
+from engine.guided.matcher import GrammarState
 from engine.kv_budget import num_kv_blocks
 from engine.model.backend import select_ops, uses_cuda_graphs
 from engine.model.fp8 import Fp8Linear
@@ -87,6 +89,7 @@ class EngineCore:
         self.requests: dict[str, Request] = {}
         self._seq_ids = itertools.count()
         self.stats = EngineStats()
+        self._grammars: GrammarBackend | None = None  # built on the first guided request
 
     # ---- requests ------------------------------------------------------------------------
 
@@ -102,6 +105,20 @@ class EngineCore:
             )
         self.scheduler.check_fits(len(prompt_ids))
 
+    @property
+    def grammars(self) -> GrammarBackend:
+        """The grammar compiler and its cache, made on first use (the vocabulary walk
+        costs a moment on a large tokenizer)."""
+        if self._grammars is None:
+            self._grammars = GrammarBackend(self.tokenizer, self.eos_token_ids,
+                                            self.model_config.vocab_size)
+        return self._grammars
+
+    def check_guided(self, params: SamplingParams) -> None:
+        """Compile (and cache) the request's grammar; ValueError if it cannot be."""
+        if params.guided is not None:
+            self.grammars.compile(params.guided)
+
     def add_request(
         self, request_id: str, prompt_ids: list[int], params: SamplingParams,
         prompt: str | None = None,
@@ -110,6 +127,7 @@ class EngineCore:
             raise ValueError(f"request_id {request_id!r} is already in use")
         self.check_prompt(prompt_ids)
         params.check_vocab(self.model_config.vocab_size)
+        compiled = self.grammars.compile(params.guided) if params.guided is not None else None
         hide_logprobs = False
         if (params.best_of or params.n) > params.n and params.logprobs is None:
             # Ranking samples by cumulative log-probability needs the chosen tokens' logprobs.
@@ -125,6 +143,7 @@ class EngineCore:
                 stop=params.stop, include_stop_str_in_output=params.include_stop_str_in_output,
             )
             seq.logprobs = [] if params.logprobs is not None else None
+            seq.grammar = GrammarState(compiled) if compiled is not None else None
             req.seqs.append(seq)
         self.scheduler.add_request(req)
         self.requests[request_id] = req
@@ -136,6 +155,8 @@ class EngineCore:
         if req is None:
             return None
         self.scheduler.abort_seqs(req.seqs)
+        for seq in req.seqs:
+            seq.grammar = None
         return self._request_output(req)
 
     def has_unfinished(self) -> bool:
@@ -183,9 +204,11 @@ class EngineCore:
             seqs.extend(group)
         if not seqs:
             return {}, {}
+        grammars = [s.grammar for s in seqs]
         meta = SamplingMetadata(
             [s.params for s in seqs], [s.prompt_token_ids for s in seqs],
             [s.output_token_ids for s in seqs], [s.generator for s in seqs], self.eos_token_ids,
+            grammars if any(g is not None for g in grammars) else None,
         )
         out = self.sampler(logits[torch.tensor(rows, device=logits.device)], meta)
         sampled: dict[Sequence, list[int]] = {}
@@ -200,6 +223,8 @@ class EngineCore:
             seq.cumulative_logprob += entry.logprob
             if seq.logprobs is not None:
                 seq.logprobs.append(self._logprobs(entry))
+        if seq.grammar is not None:
+            self._advance_grammar(seq)
         if seq.status == SequenceStatus.FINISHED_STOPPED:
             return  # EOS or a stop token id: its text never reaches the output
         detok: IncrementalDetokenizer = seq.detokenizer
@@ -210,6 +235,18 @@ class EngineCore:
             else:
                 self.scheduler.finish(seq, SequenceStatus.FINISHED_STOPPED, detok.stop_reason)
 
+    def _advance_grammar(self, seq: Sequence) -> None:
+        """Feed the new token to the sequence's grammar; a terminated grammar ends it."""
+        token = seq.output_token_ids[-1]
+        if not seq.grammar.accept(token):
+            # The mask forbade this token, so this is a bug, not the client's: end cleanly.
+            logger.error("request %s: grammar rejected token %d", seq.request.request_id, token)
+            self.scheduler.finish(seq, SequenceStatus.FINISHED_STOPPED)
+        elif seq.grammar.terminated:
+            self.scheduler.finish(seq, SequenceStatus.FINISHED_STOPPED)
+        if seq.status.finished:
+            seq.grammar = None
+
     # ---- outputs -------------------------------------------------------------------------
 
     def _outputs(self, requests: set[Request]) -> list[RequestOutput]:
@@ -219,6 +256,8 @@ class EngineCore:
             if out is not None:
                 outputs.append(out)
             if req.finished:
+                for seq in req.seqs:
+                    seq.grammar = None
                 self.requests.pop(req.request_id, None)
                 self.stats.cached_prompt_tokens += req.num_cached_tokens
         return outputs

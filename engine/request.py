@@ -51,6 +51,7 @@ class Sequence:
     detokenizer: Any = None
     logprobs: list[Any] | None = None
     cumulative_logprob: float = 0.0
+    grammar: Any = None  # its GrammarState under guided decoding; dropped once finished
 
     @property
     def prompt_token_ids(self) -> list[int]:

@@ -11,8 +11,11 @@ Order of processing (each step is skipped when no row in the batch needs it):
    divided by the penalty, negative ones multiplied;
 5. presence/frequency penalties (OpenAI style) over output tokens only:
    logit -= presence * (count > 0) + frequency * count;
-6. greedy rows take the argmax;
-7. sampled rows: temperature, top_k (keep logits >= the k-th largest), top_p (smallest set
+6. grammar masks (guided decoding): every token a row's grammar forbids gets -inf. Rows
+   without a grammar are untouched; the raw logprobs of step 1 are not masked (the model's
+   own distribution, as vLLM reports it too);
+7. greedy rows take the argmax;
+8. sampled rows: temperature, top_k (keep logits >= the k-th largest), top_p (smallest set
    of most likely tokens whose mass reaches p, at least one token), min_p (drop tokens whose
    probability is below min_p * the largest probability), then one draw.
 
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.guided.matcher import GrammarState, apply_grammar_masks
 from engine.sampling_params import SamplingParams
 
 # Below this temperature the scaled logits can overflow float32; such rows are greedy.
@@ -43,11 +47,14 @@ class SamplingMetadata:
     output_ids: list[Sequence[int]]
     generators: list[torch.Generator | None]
     eos_token_ids: frozenset[int]
+    # One entry per row: the sequence's grammar state, or None. None for the whole batch
+    # when no row is guided.
+    grammars: list[GrammarState | None] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.params)
-        for name in ("prompt_ids", "output_ids", "generators"):
-            if len(getattr(self, name)) != n:
+        for name in ("prompt_ids", "output_ids", "generators", "grammars"):
+            if getattr(self, name) is not None and len(getattr(self, name)) != n:
                 raise ValueError(
                     f"{name} must have one entry per row ({n}), got {len(getattr(self, name))}"
                 )
@@ -225,6 +232,8 @@ class Sampler:
         if any(p.logprobs is not None for p in meta.params):
             raw_logprobs = torch.log_softmax(logits.float(), dim=1)
         processed = apply_penalties(logits, meta)
+        if meta.grammars is not None:
+            apply_grammar_masks(processed, meta.grammars)
         tokens = processed.argmax(dim=1)
         sampled = [i for i, p in enumerate(meta.params) if not _is_greedy(p)]
         if sampled:

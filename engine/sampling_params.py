@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from engine.guided import GuidedDecoding
+
 MAX_LOGPROBS = 20
 MAX_LOGIT_BIAS = 100.0
 MAX_PENALTY = 2.0
@@ -125,6 +127,8 @@ class SamplingParams:
     min_tokens: int = 0
     logprobs: int | None = None
     skip_special_tokens: bool = True
+    # Constrain the output to a grammar (JSON object, JSON schema, tool-call structural tag).
+    guided: GuidedDecoding | None = None
 
     def __post_init__(self) -> None:
         self._validate_counts()
@@ -132,6 +136,7 @@ class SamplingParams:
         self._validate_penalties()
         self._validate_stopping()
         self._validate_flags()
+        self._validate_guided()
 
     def _validate_counts(self) -> None:
         self.n = _check_int("n", self.n, lo=1)
@@ -179,6 +184,24 @@ class SamplingParams:
         for name in ("include_stop_str_in_output", "ignore_eos", "skip_special_tokens"):
             if not isinstance(getattr(self, name), bool):
                 raise ParamTypeError(f"{name} must be a boolean, got {getattr(self, name)!r}")
+
+    def _validate_guided(self) -> None:
+        if self.guided is None:
+            return
+        if isinstance(self.guided, dict):  # the researcher's shorthand: the fields as a dict
+            try:
+                self.guided = GuidedDecoding(**self.guided)
+            except TypeError as e:
+                raise ParamTypeError(f"guided has an unknown field: {e}") from None
+        if not isinstance(self.guided, GuidedDecoding):
+            raise ParamTypeError(f"guided must be a GuidedDecoding, got {self.guided!r}")
+        # A finished grammar allows only EOS: holding EOS back would leave no token at all.
+        if self.min_tokens > 0:
+            raise ValueError("min_tokens cannot be combined with guided decoding: the grammar "
+                             "decides where the output ends")
+        if self.ignore_eos:
+            raise ValueError("ignore_eos cannot be combined with guided decoding: the grammar "
+                             "decides where the output ends")
 
     @property
     def greedy(self) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from engine import CompletionOutput, PositionLogprobs, RequestOutput
+from engine import CompletionOutput, GuidedDecoding, PositionLogprobs, RequestOutput
 from serving.errors import bad_request
 from serving.generation import (
     ChoiceDelta,
@@ -34,12 +34,22 @@ from serving.responses import (
 )
 from serving.retrieval.chat_context import with_retrieved_context
 from serving.state import ServedModel, ServerState
+from serving.tools import (
+    ToolPlan,
+    ToolStreamer,
+    finish_reason,
+    parse_message,
+    plan_tools,
+    prepare_messages,
+)
 
 
-def render_chat(served: ServedModel, messages: list[dict[str, Any]]) -> PromptInput:
+def render_chat(served: ServedModel, messages: list[dict[str, Any]],
+                tools: list[dict[str, Any]] | None = None) -> PromptInput:
     """The conversation through the model's chat template, tokenized."""
     try:
-        text = served.engine.apply_chat_template(messages, add_generation_prompt=True)
+        text = served.engine.apply_chat_template(messages, add_generation_prompt=True,
+                                                 tools=tools)
     except ValueError as e:  # malformed messages, or the template refused them
         raise bad_request(str(e), "messages") from None
     # The template already wrote BOS and the other special tokens where the model wants them.
@@ -58,17 +68,23 @@ def chat_logprobs(positions: list[PositionLogprobs] | None) -> dict[str, Any] | 
                         for p in positions]}
 
 
-def chat_choice(out: CompletionOutput) -> ChatChoice:
+def chat_choice(out: CompletionOutput, plan: ToolPlan | None = None) -> ChatChoice:
+    message, reason = AssistantMessage(content=out.text), out.finish_reason
+    if plan is not None:
+        parsed = parse_message(plan.fmt, plan.tools, out.text)
+        message = AssistantMessage(content=parsed.content, tool_calls=parsed.tool_calls,
+                                   function_call=parsed.function_call)
+        has_calls = bool(parsed.tool_calls or parsed.function_call)
+        reason = finish_reason(plan.tools, out.finish_reason, has_calls)
     return ChatChoice(
-        index=out.index, message=AssistantMessage(content=out.text),
-        logprobs=chat_logprobs(out.logprobs), finish_reason=out.finish_reason,
-        stop_reason=out.stop_reason,
+        index=out.index, message=message, logprobs=chat_logprobs(out.logprobs),
+        finish_reason=reason, stop_reason=out.stop_reason,
     )
 
 
-def chat_response(meta: ResponseMeta, final: RequestOutput,
-                  usage: dict[str, Any]) -> dict[str, Any]:
-    body = ChatCompletion(**meta.ids(), choices=[chat_choice(o) for o in final.outputs],
+def chat_response(meta: ResponseMeta, final: RequestOutput, usage: dict[str, Any],
+                  plan: ToolPlan | None = None) -> dict[str, Any]:
+    body = ChatCompletion(**meta.ids(), choices=[chat_choice(o, plan) for o in final.outputs],
                           usage=Usage(**usage))
     return body.model_dump()
 
@@ -86,10 +102,32 @@ def delta_chunk(meta: ResponseMeta, d: ChoiceDelta, include_usage: bool) -> dict
                       chat_logprobs(d.logprobs), d.finish_reason, d.stop_reason)
 
 
-async def chat_chunks(gen: Generation,
-                      req: ChatCompletionRequest) -> AsyncGenerator[dict[str, Any], None]:
-    """Role chunks, then content deltas per choice, then (if asked) the usage chunk."""
+def tool_chunks(meta: ResponseMeta, d: ChoiceDelta, streamer: ToolStreamer,
+                include_usage: bool) -> list[dict[str, Any]]:
+    """A decided piece of text as content / tool-call chunks (never both in one chunk);
+    the last one of the choice carries the finish_reason."""
+    final = d.finish_reason is not None
+    deltas = streamer.feed(d.text, final)
+    logprobs = chat_logprobs(d.logprobs) if d.logprobs else None
+    if final or (logprobs and not deltas):
+        deltas.append({})  # the finish chunk (or a carrier for this step's logprobs)
+    chunks = []
+    for i, delta in enumerate(deltas):
+        last = final and i == len(deltas) - 1
+        reason = finish_reason(streamer.tools, d.finish_reason, streamer.has_calls)
+        chunks.append(chat_chunk(meta, d.index, delta, include_usage,
+                                 logprobs if i == 0 else None, reason if last else None,
+                                 d.stop_reason if last else None))
+    return chunks
+
+
+async def chat_chunks(gen: Generation, req: ChatCompletionRequest,
+                      plan: ToolPlan | None = None) -> AsyncGenerator[dict[str, Any], None]:
+    """Role chunks, then content (or tool-call) deltas per choice, then (if asked) the
+    usage chunk."""
     tracker = DeltaTracker(req.stop)
+    streamers = ({i: ToolStreamer(plan.fmt, plan.tools) for i in range(req.n)}
+                 if plan is not None else {})
     started = False
     async with aclosing(gen.outputs) as outputs:
         async for _, out in outputs:
@@ -101,8 +139,13 @@ async def chat_chunks(gen: Generation,
                                      req.include_usage)
             for o in out.outputs:
                 d = tracker.step(o.index, o)
-                if d is not None:
+                if d is None:
+                    continue
+                if plan is None:
                     yield delta_chunk(gen.meta, d, req.include_usage)
+                    continue
+                for chunk in tool_chunks(gen.meta, d, streamers[d.index], req.include_usage):
+                    yield chunk
     if req.include_usage:
         usage = Usage(**gen.clock.usage())
         yield chunk_body(ChatCompletionChunk(**gen.meta.ids(), choices=[], usage=usage), True)
@@ -112,14 +155,21 @@ async def create_chat_completion(request: web.Request,
                                  state: ServerState) -> web.StreamResponse:
     raw = await request.read()
     req = parse_request(ChatCompletionRequest, raw)
-    req.check_supported()
+    tools = req.check_supported()
+    # The call format and the prompt follow the requested model's chat template.
+    template = state.resolve(req.model).engine.tokenizer.chat_template
+    plan = plan_tools(tools, template)
+    if plan is not None:
+        req.set_guided(GuidedDecoding(structural_tag=plan.structural_tag()))
     messages = await with_retrieved_context(state, raw, req.template_messages())  # RAG hook
-    gen = start_generation(request, state, req, lambda m: [render_chat(m, messages)],
-                           "chatcmpl")
+    messages, template_tools = prepare_messages(
+        messages, tools, template, plan.fmt if plan else None)
+    gen = start_generation(request, state, req,
+                           lambda m: [render_chat(m, messages, template_tools)], "chatcmpl")
     try:
         if req.stream:
-            return await stream_response(request, chat_chunks(gen, req), req)
+            return await stream_response(request, chat_chunks(gen, req, plan), req)
         finals = await collect(gen.outputs, gen.clock, req)
-        return json_response(chat_response(gen.meta, finals[0], gen.clock.usage()))
+        return json_response(chat_response(gen.meta, finals[0], gen.clock.usage(), plan))
     finally:
         gen.abort()  # a no-op once finished; ends the request on errors and disconnects

@@ -11,10 +11,12 @@ import functools
 import json
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from jsonschema import Draft202012Validator, SchemaError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from engine import SamplingParams
+from engine import GuidedDecoding, SamplingParams
 from serving.errors import APIError, bad_request
+from serving.tools.spec import ToolRequest, tool_request
 
 MAX_N = 128
 MAX_TOP_LOGPROBS = 20  # the engine's SamplingParams limit
@@ -35,6 +37,26 @@ class StreamOptions(_Strict):
 class ResponseFormat(_Strict):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: dict[str, Any] | None = None
+
+    def guided(self) -> GuidedDecoding | None:
+        """The grammar that enforces this format (None for text); 400 if malformed."""
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            return GuidedDecoding(json_object=True)
+        spec = self.json_schema
+        where = "response_format.json_schema"
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise bad_request("response_format json_schema needs `json_schema` with a `name`",
+                              where)
+        schema = spec.get("schema", {"type": "object"})
+        if not isinstance(schema, dict):
+            raise bad_request("`json_schema.schema` must be a JSON schema object", where)
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as e:
+            raise bad_request(f"Invalid JSON schema: {e.message}", where) from None
+        return GuidedDecoding(json_schema=schema)
 
 
 class ChatMessage(_Strict):
@@ -72,6 +94,9 @@ class SamplingRequest(_Strict):
     stop_token_ids: list[int] | None = None
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+    response_format: ResponseFormat | None = None
+    # The grammar the handler chose (response_format or tool calls), passed to the engine.
+    _guided: GuidedDecoding | None = PrivateAttr(default=None)
 
     @property
     def include_usage(self) -> bool:
@@ -81,6 +106,10 @@ class SamplingRequest(_Strict):
         if self.stream_options is not None and not self.stream:
             raise bad_request("stream_options is only allowed when stream is true",
                               "stream_options")
+        self.set_guided(self.response_format.guided() if self.response_format else None)
+
+    def set_guided(self, guided: GuidedDecoding | None) -> None:
+        self._guided = guided
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
@@ -104,7 +133,7 @@ class SamplingRequest(_Strict):
             n=self.n, stop=self.stop, stop_token_ids=self.stop_token_ids, seed=self.seed,
             logit_bias=self.logit_bias, min_tokens=self.min_tokens, ignore_eos=self.ignore_eos,
             skip_special_tokens=self.skip_special_tokens, logprobs=self.num_logprobs(),
-            include_stop_str_in_output=self.include_stop_str_in_output,
+            include_stop_str_in_output=self.include_stop_str_in_output, guided=self._guided,
         )
         return kwargs
 
@@ -116,7 +145,6 @@ class ChatCompletionRequest(SamplingRequest):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     functions: list[dict[str, Any]] | None = None
@@ -130,26 +158,19 @@ class ChatCompletionRequest(SamplingRequest):
     def num_logprobs(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
 
-    def check_supported(self) -> None:
+    def check_supported(self) -> ToolRequest | None:
+        """Validate what pydantic cannot; returns the tools the model may call (None: text
+        only) and sets the grammar of a JSON response_format."""
         super().check_supported()
         if self.top_logprobs is not None and not self.logprobs:
             raise bad_request("top_logprobs needs logprobs set to true", "top_logprobs")
-        if self.response_format is not None and self.response_format.type != "text":
-            raise bad_request(f"response_format {self.response_format.type!r} is not supported "
-                              "yet; only 'text' is", "response_format")
-        self._check_tools()
         self._check_content()
-
-    def _check_tools(self) -> None:
-        # Rendering tools without parsing the calls back would be accepted-but-ignored.
-        if self.tools and self.tool_choice != "none":
-            raise bad_request("Tool calling is not supported yet", "tools")
-        if self.tool_choice not in (None, "none"):
-            raise bad_request("Tool calling is not supported yet", "tool_choice")
-        if self.functions and self.function_call != "none":
-            raise bad_request("Function calling is not supported yet", "functions")
-        if self.function_call not in (None, "none"):
-            raise bad_request("Function calling is not supported yet", "function_call")
+        tools = tool_request(self.tools, self.tool_choice, self.functions, self.function_call,
+                             self.parallel_tool_calls)
+        if tools is not None and self._guided is not None:
+            raise bad_request("response_format json_object / json_schema cannot be combined "
+                              "with tools the model may call", "response_format")
+        return tools
 
     def _check_content(self) -> None:
         for i, message in enumerate(self.messages):
@@ -300,7 +321,8 @@ def parse_request(model_cls: type[M], body: bytes | str | dict[str, Any]) -> M:
 # ---- engine parameters ---------------------------------------------------------------------
 
 # Engine messages that do not start with a request field name.
-_MESSAGE_PARAMS = {"the request asks for": "n"}
+_MESSAGE_PARAMS = {"the request asks for": "n", "guided.json_schema": "response_format",
+                   "guided.json_object": "response_format", "guided.structural_tag": "tools"}
 
 
 def value_error_param(message: str, req: SamplingRequest) -> str | None:

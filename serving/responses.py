@@ -31,9 +31,16 @@ class _Body(BaseModel):
     system_fingerprint: str | None = None
 
 
+def _absent_if_none(value: Any) -> bool:
+    return value is None
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
+    # Present only when the model called something (OpenAI clients read either shape).
+    tool_calls: list[dict[str, Any]] | None = Field(default=None, exclude_if=_absent_if_none)
+    function_call: dict[str, Any] | None = Field(default=None, exclude_if=_absent_if_none)
 
 
 class ChatChoice(BaseModel):

@@ -193,17 +193,15 @@ def test_non_text_parts_are_400_naming_the_part(part: dict[str, Any]) -> None:
         assert "not supported" in err.message and part["type"] in err.message
 
 
-# ---- accepted but unsupported: rejected, never ignored ------------------------------------
+# ---- invalid or unsupported: rejected, never ignored ----------------------------------------
 
 @pytest.mark.parametrize(("body", "param"), [
-    ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
-     "response_format"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "auto"},
-     "tools"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
+     "response_format.json_schema"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "x"},
+     "tool_choice"),
     ({"tool_choice": "required"}, "tool_choice"),
-    ({"functions": [{"name": "f"}]}, "functions"),
+    ({"functions": [{"name": "f"}], "function_call": "g"}, "function_call"),
     ({"function_call": "auto"}, "function_call"),
     ({"top_logprobs": 2}, "top_logprobs"),
     ({"stream_options": {"include_usage": True}}, "stream_options"),
@@ -215,6 +213,9 @@ def test_chat_unsupported_is_400(body: dict[str, Any], param: str) -> None:
 
 @pytest.mark.parametrize("body", [
     {"response_format": {"type": "text"}},
+    {"response_format": {"type": "json_object"}},
+    {"tools": [{"type": "function", "function": {"name": "f"}}]},
+    {"functions": [{"name": "f"}], "function_call": {"name": "f"}},
     {"tools": [], "tool_choice": "none"},
     {"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none"},
     {"functions": [], "function_call": "none"},
