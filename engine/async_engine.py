@@ -121,6 +121,12 @@ class AsyncEngine:
         self._ensure_running()
         return self._stream(request_id, queue)
 
+    async def compile_guided(self, params: SamplingParams) -> None:
+        """Compile (and cache) the request's grammar in a worker thread: a new schema takes
+        a noticeable time, which must not stall the event loop. ValueError if invalid."""
+        if params.guided is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.core.check_guided, params)
+
     def abort(self, request_id: str) -> None:
         """End a request at any stage; its KV blocks return to the pool before the next step."""
         if request_id in self._streams:

@@ -164,7 +164,7 @@ async def create_chat_completion(request: web.Request,
     messages = await with_retrieved_context(state, raw, req.template_messages())  # RAG hook
     messages, template_tools = prepare_messages(
         messages, tools, template, plan.fmt if plan else None)
-    gen = start_generation(request, state, req,
+    gen = await start_generation(request, state, req,
                            lambda m: [render_chat(m, messages, template_tools)], "chatcmpl")
     try:
         if req.stream:

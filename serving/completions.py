@@ -137,7 +137,7 @@ async def completion_chunks(gen: Generation,
 async def create_completion(request: web.Request, state: ServerState) -> web.StreamResponse:
     req = parse_request(CompletionRequest, await request.read())
     req.check_supported()
-    gen = start_generation(request, state, req, lambda m: build_prompts(m, req), "cmpl")
+    gen = await start_generation(request, state, req, lambda m: build_prompts(m, req), "cmpl")
     try:
         if req.stream:
             return await stream_response(request, completion_chunks(gen, req), req)

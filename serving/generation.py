@@ -127,7 +127,7 @@ class Generation:
             self.served.engine.abort(rid)
 
 
-def start_generation(
+async def start_generation(
     request: web.Request, state: ServerState, req: SamplingRequest,
     build: Callable[[ServedModel], list[PromptInput]], id_prefix: str,
 ) -> Generation:
@@ -139,6 +139,10 @@ def start_generation(
     max_tokens = req.requested_max_tokens()
     params = [to_sampling_params(req, budget(served, p, max_tokens)) for p in prompts]
     check_capacity(state, served)
+    try:  # a new grammar compiles off the event loop (~0.3 s), so other streams keep flowing
+        await served.engine.compile_guided(params[0])
+    except ValueError as e:
+        raise engine_error(e, req) from None
     meta = ResponseMeta(new_id(id_prefix), served.name)
     rids = [meta.id if len(prompts) == 1 else f"{meta.id}-{i}" for i in range(len(prompts))]
     streams: list[AsyncGenerator[RequestOutput, None]] = []

@@ -89,3 +89,38 @@ def test_bad_input_raises_before_queueing(engine: AsyncEngine) -> None:
             await engine.shutdown()
 
     asyncio.run(main())
+
+
+def test_grammars_compile_off_the_event_loop(engine: AsyncEngine) -> None:
+    from engine import GuidedDecoding
+
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    good = SamplingParams(guided=GuidedDecoding(json_schema=schema))
+    bad = SamplingParams(guided=GuidedDecoding(json_schema={"type": "no-such-type"}))
+    loop_thread = []
+
+    async def main() -> None:
+        import threading
+
+        loop_thread.append(threading.get_ident())
+        try:
+            await engine.compile_guided(good)
+            with pytest.raises(ValueError, match="guided"):
+                await engine.compile_guided(bad)
+        finally:
+            await engine.shutdown()
+
+    grammars = engine.core.grammars
+    compiled_in: list[int] = []
+    compile_one = grammars._compile
+
+    def spy(spec: object) -> object:
+        import threading
+
+        compiled_in.append(threading.get_ident())
+        return compile_one(spec)
+
+    grammars._compile = spy
+    asyncio.run(main())
+    assert grammars.num_cached == 1  # the good one, ready for add_request
+    assert compiled_in and all(t != loop_thread[0] for t in compiled_in)
