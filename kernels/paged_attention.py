@@ -32,6 +32,20 @@ def attn_dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def cache_slots(table, n, n_mask, BLOCK_SIZE: tl.constexpr):
+    """(block, offset in block) of context positions n, through one sequence's block table."""
+    block = tl.load(table + n // BLOCK_SIZE, mask=n_mask, other=0).to(tl.int64)
+    return block, n % BLOCK_SIZE
+
+
+@triton.jit
+def load_cache_tile(ptr, block, offset, head, d, mask, stride_b, stride_t, stride_h):
+    """A [positions, head_dim] tile of one KV head, gathered from the paged cache."""
+    return tl.load(ptr + block[:, None] * stride_b + offset[:, None] * stride_t
+                   + head * stride_h + d[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
 def _decode_split_kernel(
     q_ptr, k_ptr, v_ptr, table_ptr, lens_ptr, out_ptr, mid_o_ptr, mid_lse_ptr, qk_scale,
     stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
@@ -65,19 +79,18 @@ def _decode_split_kernel(
     for n0 in range(start, end, BLOCK_N):
         n = n0 + tl.arange(0, BLOCK_N)
         n_mask = n < end
-        block = tl.load(table + n // BLOCK_SIZE, mask=n_mask, other=0).to(tl.int64)
-        offset = n % BLOCK_SIZE
+        block, offset = cache_slots(table, n, n_mask, BLOCK_SIZE)
         kv_mask = n_mask[:, None] & d_mask[None, :]
-        k = tl.load(k_ptr + block[:, None] * stride_kb + offset[:, None] * stride_kt
-                    + kv_head * stride_kh + d[None, :], mask=kv_mask, other=0.0)
+        k = load_cache_tile(k_ptr, block, offset, kv_head, d, kv_mask,
+                            stride_kb, stride_kt, stride_kh)
         s = attn_dot(q, tl.trans(k), PRECISION, UPCAST) * qk_scale
         s = tl.where(n_mask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))  # finite: every tile has a live key
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        v = tl.load(v_ptr + block[:, None] * stride_vb + offset[:, None] * stride_vt
-                    + kv_head * stride_vh + d[None, :], mask=kv_mask, other=0.0)
+        v = load_cache_tile(v_ptr, block, offset, kv_head, d, kv_mask,
+                            stride_vb, stride_vt, stride_vh)
         acc = acc * alpha[:, None] + attn_dot(p.to(v.dtype), v, PRECISION, UPCAST)
         m_i = m_new
 

@@ -19,10 +19,12 @@ from kernels._launch import out_or_new, pow2, require
 from kernels.paged_attention import (
     LOG2E,
     attn_dot,
+    cache_slots,
     check_paged_inputs,
     dot_precision,
     gpu_tiles,
     interpreter_upcast,
+    load_cache_tile,
     paged_decode_attention,
 )
 
@@ -68,11 +70,10 @@ def _prefill_kernel(
     for n0 in range(0, kv_end, BLOCK_N):
         n = n0 + tl.arange(0, BLOCK_N)
         n_mask = n < kv_end
-        block = tl.load(table + n // BLOCK_SIZE, mask=n_mask, other=0).to(tl.int64)
-        offset = n % BLOCK_SIZE
+        block, offset = cache_slots(table, n, n_mask, BLOCK_SIZE)
         kv_mask = n_mask[:, None] & d_mask[None, :]
-        k = tl.load(k_ptr + block[:, None] * stride_kb + offset[:, None] * stride_kt
-                    + kv_head * stride_kh + d[None, :], mask=kv_mask, other=0.0)
+        k = load_cache_tile(k_ptr, block, offset, kv_head, d, kv_mask,
+                            stride_kb, stride_kt, stride_kh)
         s = attn_dot(q, tl.trans(k), PRECISION, UPCAST) * qk_scale
         visible = n_mask[None, :] & (n[None, :] <= q_pos[:, None])
         s = tl.where(visible, s, float("-inf"))
@@ -80,8 +81,8 @@ def _prefill_kernel(
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        v = tl.load(v_ptr + block[:, None] * stride_vb + offset[:, None] * stride_vt
-                    + kv_head * stride_vh + d[None, :], mask=kv_mask, other=0.0)
+        v = load_cache_tile(v_ptr, block, offset, kv_head, d, kv_mask,
+                            stride_vb, stride_vt, stride_vh)
         acc = acc * alpha[:, None] + attn_dot(p.to(v.dtype), v, PRECISION, UPCAST)
         m_i = m_new
 

@@ -3,8 +3,6 @@ the same GPU) and against torch._scaled_mm on the same quantized inputs. Skipped
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
@@ -22,14 +20,6 @@ LLAMA_8B = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096),
 # Same quantized inputs, different accumulation order (and Hopper's fp8 MMA accumulates with
 # a reduced mantissa); bf16 output rounding dominates.
 GPU_BOUND = 1e-2
-
-
-@pytest.fixture(autouse=True)
-def seed() -> int:
-    value = random.randrange(2**31)
-    torch.manual_seed(value)
-    print(f"torch seed {value}")
-    return value
 
 
 def rel_max(y: torch.Tensor, y_ref: torch.Tensor) -> float:

@@ -20,14 +20,6 @@ TIGHT = {torch.float32: 1e-5, torch.bfloat16: 2**-7}
 FP8_NORM_BOUND = 0.08  # normwise error of fp8 x fp8 against the exact product (~0.03 typical)
 
 
-@pytest.fixture(autouse=True)
-def seed() -> int:
-    value = random.randrange(2**31)
-    torch.manual_seed(value)
-    print(f"torch seed {value}")  # shown on failure, to reproduce it
-    return value
-
-
 def rel_max(y: torch.Tensor, y_ref: torch.Tensor) -> float:
     return ((y.float() - y_ref.float()).abs().max() / y_ref.float().abs().max()).item()
 

@@ -15,14 +15,6 @@ FP8 = torch.float8_e4m3fn
 FP8_NAN = 0x7F  # e4m3fn NaN bit pattern: poisons fp8 output buffers
 
 
-@pytest.fixture(autouse=True)
-def seed() -> int:
-    value = random.randrange(2**31)
-    torch.manual_seed(value)
-    print(f"torch seed {value}")  # shown on failure, to reproduce it
-    return value
-
-
 def poisoned(m: int, k: int, scale_cols: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     q = torch.full((m, k), FP8_NAN, dtype=torch.uint8).view(FP8)
     s = torch.full((m,) if scale_cols is None else (m, scale_cols), float("nan"))
