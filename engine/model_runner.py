@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch
@@ -10,8 +9,6 @@ import torch
 from engine.cuda_graphs import DecodeGraphs
 from engine.model.attention import AttentionMetadata
 from engine.model.llama import LlamaForCausalLM
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass

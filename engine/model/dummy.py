@@ -86,7 +86,7 @@ def byte_tokenizer(vocab_size: int) -> Tokenizer:
     """Every byte one token (ids 0-255), id 256 the end-of-sequence token."""
     if vocab_size <= DUMMY_EOS_ID:
         raise ValueError(f"a dummy model needs a vocabulary above 256 tokens, got {vocab_size}")
-    vocab = {ch: byte for ch, byte in _gpt2_char_to_byte().items()}
+    vocab = dict(_gpt2_char_to_byte())
     vocab.update({f"<dummy_{i}>": i for i in range(DUMMY_EOS_ID + 1, vocab_size)})
     vocab["<|eos|>"] = DUMMY_EOS_ID
     tok = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[]))
@@ -117,7 +117,7 @@ def load_dummy(
     config, tokenizer = dummy_source(model)
     if tokenizer is None:
         tokenizer = byte_tokenizer(config.vocab_size)
-        config = _with_eos(config, DUMMY_EOS_ID)
+        config = replace(config, eos_token_ids=(DUMMY_EOS_ID,))
     net = empty_model(config, dtype, device, ops)
     init_random(net)
     eos = set(config.eos_token_ids)
@@ -125,6 +125,3 @@ def load_dummy(
         eos.add(tokenizer.eos_token_id)
     return LoadedModel(net, config, tokenizer, frozenset(eos), Path(str(model)))
 
-
-def _with_eos(config: ModelConfig, eos_id: int) -> ModelConfig:
-    return replace(config, eos_token_ids=(eos_id,))

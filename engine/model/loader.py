@@ -192,11 +192,11 @@ def copy_weights(
         pname, rows = target
         if pname not in params:
             raise ValueError(f"{source}: unexpected tensor {name} for this config")
-        if name.rpartition(".")[2] in SCALE_NAMES:
+        kind = name.rpartition(".")[2]
+        if kind in SCALE_NAMES:
             module = model.get_submodule(pname.rpartition(".")[0])
             filled[pname] = filled.get(pname, 0) + copy_scale(
-                params[pname].data, name.rpartition(".")[2], tensor, rows,
-                module.block_size, pname in filled)
+                params[pname].data, kind, tensor, rows, module.block_size, pname in filled)
             continue
         dest = params[pname].data if rows is None else params[pname].data[rows]
         if dest.dtype == torch.float8_e4m3fn and tensor.dtype != dest.dtype:

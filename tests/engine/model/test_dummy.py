@@ -67,3 +67,8 @@ def test_dummy_weights_are_finite_in_bfloat16(config_only: Path) -> None:
         assert torch.isfinite(p.float()).all(), name
     out = llm.generate([[1, 2, 3]], SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))
     assert len(out[0].outputs[0].token_ids) == 3
+
+
+def test_byte_tokenizer_needs_room_for_the_bytes() -> None:
+    with pytest.raises(ValueError, match="256"):
+        byte_tokenizer(200)

@@ -169,3 +169,45 @@ def test_fp8_layouts_read_from_config(quant: dict, expected: Fp8Spec) -> None:
 def test_unsupported_quantization_is_refused(quant: dict) -> None:
     with pytest.raises(ValueError):
         Fp8Spec.from_hf_config({"quantization_config": quant})
+
+
+def test_unquantized_weight_in_an_fp8_checkpoint_is_refused(tiny_llama: Path, tmp_path: Path) -> None:
+    written = write_fp8_checkpoint(tiny_llama, tmp_path / "fp8", "tensor", static=False)
+    name = "model.layers.0.mlp.up_proj.weight"
+    written[name] = written[name].float()
+    save_file(written, str(tmp_path / "fp8" / "model.safetensors"))
+    with pytest.raises(ValueError, match="up_proj.weight.*float8_e4m3fn"):
+        load_model(tmp_path / "fp8", torch.float32, torch.device("cpu"))
+
+
+def test_scale_of_the_wrong_size_is_refused(tiny_llama: Path, tmp_path: Path) -> None:
+    written = write_fp8_checkpoint(tiny_llama, tmp_path / "fp8", "channel", static=False)
+    name = "model.layers.0.self_attn.o_proj.weight_scale"
+    written[name] = written[name][:-1]
+    save_file(written, str(tmp_path / "fp8" / "model.safetensors"))
+    with pytest.raises(ValueError, match="per-channel"):
+        load_model(tmp_path / "fp8", torch.float32, torch.device("cpu"))
+
+
+def test_block_scales_must_align_with_fused_projections(tmp_path: Path) -> None:
+    """q/k/v of 64 rows each cannot share 128-row scale blocks of one fused matrix."""
+    shape = {**BLOCK_SHAPE, "num_attention_heads": 4, "num_key_value_heads": 1}  # k, v: 32 rows
+    src = make_tiny_llama(tmp_path / "float", shape)
+    tensors = load_file(str(src / "model.safetensors"))
+    out = {}
+    for name, t in tensors.items():
+        out[name] = t
+        if name.endswith("_proj.weight"):
+            n, k = t.shape
+            out[name] = t.to(FP8)
+            out[name[: -len("weight")] + "weight_scale_inv"] = torch.ones(-(-n // 128), -(-k // 128))
+    (tmp_path / "fp8").mkdir()
+    for f in src.iterdir():
+        if f.suffix != ".safetensors":
+            (tmp_path / "fp8" / f.name).write_bytes(f.read_bytes())
+    save_file(out, str(tmp_path / "fp8" / "model.safetensors"))
+    config = json.loads((src / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "fp8", "weight_block_size": [128, 128]}
+    (tmp_path / "fp8" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="do not align"):
+        load_model(tmp_path / "fp8", torch.float32, torch.device("cpu"))
