@@ -18,7 +18,7 @@ import torch
 from benchmarks.common import ms_stats, save
 from engine import LLM, GuidedDecoding, SamplingParams
 from engine.guided.matcher import GrammarState
-from engine.sampler import Sampler, SamplingMetadata
+from engine.worker.sampler import Sampler, SamplingMetadata
 
 LONG_ARRAY = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9},
               "minItems": 10_000}
@@ -42,7 +42,7 @@ def decode_tps(llm: LLM, batch: int, decode_len: int, guided: bool, repeats: int
 
 def sampler_ms(llm: LLM, batch: int, guided: bool, steps: int) -> dict[str, float]:
     """One sampler call over random logits, greedy; with a fresh grammar state per row."""
-    compiled = llm.engine.grammars.compile(GuidedDecoding(json_schema=LONG_ARRAY))
+    compiled = llm.llm_engine.core.grammars.compile(GuidedDecoding(json_schema=LONG_ARRAY))
     vocab = llm.model_config.vocab_size
     sampler = Sampler(0)
     params = [SamplingParams(temperature=0)] * batch

@@ -59,17 +59,17 @@ def main() -> None:
     t_prefill, t_total = statistics.median(prefill), statistics.median(total)
     prompt_tps = args.prompt_len / t_prefill
     decode_tps = (args.decode_len - 1) / (t_total - t_prefill)
-    model = llm.engine.runner.model
+    model = llm.llm_engine.core.runner.model
     params = sum(p.numel() for p in model.parameters())
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     if model.lm_head is not None:  # an untied embedding table is read one row per token
         weight_bytes -= model.embed_tokens.weight.numel() * model.embed_tokens.weight.element_size()
-    bandwidth = memory_bandwidth_gbps(llm.engine.device)
+    bandwidth = memory_bandwidth_gbps(llm.llm_engine.core.device)
     record = {
         "benchmark": "latency",
         "model": args.model, "dtype": args.dtype, "parameters": params,
         "load_format": args.load_format, "quantization": args.quantization,
-        "kernels": llm.engine.kernels_kind, "cuda_graphs": llm.engine.runner.graphs is not None,
+        "kernels": llm.llm_engine.core.kernels_kind, "cuda_graphs": llm.llm_engine.core.runner.graphs is not None,
         "prompt_len": args.prompt_len, "decode_len": args.decode_len, "repeats": args.repeats,
         "prompt_tokens_per_s": round(prompt_tps, 1),
         "decode_tokens_per_s": round(decode_tps, 2),

@@ -9,9 +9,18 @@ from engine.embedding import (
     PoolingConfig,
     SentenceEncoder,
 )
+from engine.engine_core import EngineSnapshot
+from engine.errors import InvalidRequest
 from engine.guided import GuidedDecoding
 from engine.llm import LLM
-from engine.outputs import CompletionOutput, Logprob, PositionLogprobs, RequestOutput
+from engine.llm_engine import LLMEngine
+from engine.outputs import (
+    CompletionOutput,
+    Logprob,
+    PositionLogprobs,
+    RequestOutput,
+    RequestOutputKind,
+)
 from engine.sampling_params import SamplingParams
 
 __all__ = [
@@ -22,11 +31,15 @@ __all__ = [
     "CompletionOutput",
     "EmbeddingOutput",
     "EngineConfig",
+    "EngineSnapshot",
     "GuidedDecoding",
+    "InvalidRequest",
+    "LLMEngine",
     "Logprob",
     "PoolingConfig",
     "PositionLogprobs",
     "RequestOutput",
+    "RequestOutputKind",
     "SamplingParams",
     "SentenceEncoder",
 ]

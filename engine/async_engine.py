@@ -12,24 +12,25 @@ spinning threads made every matmul ~3x slower (measured on the 2-core CI machine
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from engine.chat_template import render_for_tokenizer
 from engine.config import EngineConfig
 from engine.embedding.decoder_pooling import (
     decoder_pooling,
-    embed_with_decoder,
-    tokenize_for_decoder,
 )
 from engine.embedding.sentence_encoder import EmbeddingOutput, EmbedInput
-from engine.engine_core import EngineCore
-from engine.outputs import RequestOutput
+from engine.engine_core import EngineSnapshot, ValidatedRequest
+from engine.errors import InvalidRequest
+from engine.llm_engine import LLMEngine
+from engine.outputs import RequestOutput, RequestOutputKind
 from engine.sampling_params import SamplingParams
 from engine.tokenizer import Tokenizer
+from engine.tokenizer.chat_template import render_for_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +38,19 @@ logger = logging.getLogger(__name__)
 @dataclass
 class _Pending:
     request_id: str
-    prompt_ids: list[int]
-    params: SamplingParams
+    valid: ValidatedRequest
     prompt: str | None
+    kind: RequestOutputKind
 
 
 class AsyncEngine:
     def __init__(self, config: EngineConfig) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-step")
-        self.core = self._executor.submit(EngineCore, config).result()
+        self.engine = self._executor.submit(LLMEngine, config).result()
+        self.core = self.engine.core
+        # Validation compiles grammars (a new schema takes a noticeable time): its own
+        # thread, so neither the event loop nor the step loop waits on it.
+        self._validator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-validate")
         self._streams: dict[str, asyncio.Queue[RequestOutput | BaseException]] = {}
         self._to_add: list[_Pending] = []
         self._to_abort: list[str] = []
@@ -71,19 +76,11 @@ class AsyncEngine:
         return render_for_tokenizer(self.tokenizer, messages, add_generation_prompt, tools,
                                     chat_template)
 
-    @property
-    def num_running(self) -> int:
-        return len(self.core.scheduler.running)
-
-    @property
-    def num_waiting(self) -> int:
-        """Sequences queued in the scheduler plus requests not yet handed to it."""
-        return len(self.core.scheduler.waiting) + len(self._to_add)
-
-    @property
-    def kv_cache_usage(self) -> float:
-        bm = self.core.block_manager
-        return 1.0 - bm.num_free_blocks / bm.num_blocks
+    def stats(self) -> EngineSnapshot:
+        """Load and counters now; `num_waiting` includes requests not yet handed to the
+        scheduler."""
+        snap = self.core.snapshot()
+        return dataclasses.replace(snap, num_waiting=snap.num_waiting + len(self._to_add))
 
     def summary(self) -> dict[str, Any]:
         """What the server logs at start-up for this model."""
@@ -101,31 +98,31 @@ class AsyncEngine:
 
     # ---- public API ----------------------------------------------------------------------
 
-    def add_request(
+    async def add_request(
         self, request_id: str, prompt_ids: list[int], params: SamplingParams,
-        prompt: str | None = None,
+        prompt: str | None = None, output_kind: RequestOutputKind = RequestOutputKind.DELTA,
     ) -> AsyncIterator[RequestOutput]:
-        """Queue a request; iterate the result for its outputs (each one cumulative).
+        """Validate and queue a request; iterate the result for its outputs (by default
+        DELTA: each holds only what is new).
 
-        Bad prompts and parameters raise ValueError here, before anything is queued.
-        Closing the iterator early (a client went away) aborts the request.
+        A bad request raises InvalidRequest here, before anything is queued. Closing the
+        iterator early (a client went away) aborts the request.
         """
         if request_id in self._streams:
-            raise ValueError(f"request_id {request_id!r} is already in use")
-        self.core.check_prompt(prompt_ids)
-        params.check_vocab(self.core.model_config.vocab_size)
-        self.core.check_guided(params)  # a schema the grammar engine refuses: refuse it now
+            raise InvalidRequest(f"request_id {request_id!r} is already in use")
         queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
-        self._streams[request_id] = queue
-        self._to_add.append(_Pending(request_id, list(prompt_ids), params, prompt))
+        self._streams[request_id] = queue  # reserved while validating
+        try:
+            valid = await asyncio.get_running_loop().run_in_executor(
+                self._validator, self.engine.validate, list(prompt_ids), params)
+        except BaseException:
+            self._streams.pop(request_id, None)
+            raise
+        if self._streams.get(request_id) is not queue:
+            raise InvalidRequest(f"request {request_id!r} was aborted before it was queued")
+        self._to_add.append(_Pending(request_id, valid, prompt, output_kind))
         self._ensure_running()
         return self._stream(request_id, queue)
-
-    async def compile_guided(self, params: SamplingParams) -> None:
-        """Compile (and cache) the request's grammar in a worker thread: a new schema takes
-        a noticeable time, which must not stall the event loop. ValueError if invalid."""
-        if params.guided is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.core.check_guided, params)
 
     def abort(self, request_id: str) -> None:
         """End a request at any stage; its KV blocks return to the pool before the next step."""
@@ -144,10 +141,9 @@ class AsyncEngine:
         ValueError here; the forward runs on the engine's worker thread between steps, over
         a scratch KV cache, so running requests are not disturbed."""
         config = decoder_pooling(pooling, normalize)
-        ids = tokenize_for_decoder(self.core, inputs, truncate)
+        ids = self.core.tokenize_for_embedding(inputs, truncate)
         loop = asyncio.get_running_loop()
-        vectors = await loop.run_in_executor(self._executor, embed_with_decoder, self.core,
-                                             ids, config)
+        vectors = await loop.run_in_executor(self._executor, self.core.embed, ids, config)
         return [EmbeddingOutput(v.tolist(), i) for v, i in zip(vectors, ids, strict=True)]
 
     async def shutdown(self) -> None:
@@ -158,6 +154,7 @@ class AsyncEngine:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        self._validator.shutdown(wait=True)
         self._executor.shutdown(wait=True)
 
     @property
@@ -189,13 +186,10 @@ class AsyncEngine:
     def _apply_pending(self) -> None:
         # Adds first, so that an abort of a request not yet queued still finds it.
         for p in self._to_add:
-            try:
-                self.core.add_request(p.request_id, p.prompt_ids, p.params, p.prompt)
-            except ValueError as e:
-                self._streams.pop(p.request_id).put_nowait(e)
+            self.engine.add_request(p.request_id, p.valid, p.prompt, p.kind)
         self._to_add.clear()
         for request_id in self._to_abort:
-            out = self.core.abort_request(request_id)
+            out = self.engine.abort(request_id)
             queue = self._streams.pop(request_id, None)
             if queue is not None and out is not None:
                 queue.put_nowait(out)
@@ -205,12 +199,12 @@ class AsyncEngine:
         loop = asyncio.get_running_loop()
         while True:
             self._apply_pending()
-            if not self.core.has_unfinished():
+            if not self.engine.has_unfinished():
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             try:
-                outputs = await loop.run_in_executor(self._executor, self.core.step)
+                outputs = await loop.run_in_executor(self._executor, self.engine.step)
             except Exception as e:  # a bug: fail every stream, keep serving new ones
                 logger.exception("engine step failed")
                 self._fail_all(e)
@@ -224,6 +218,6 @@ class AsyncEngine:
 
     def _fail_all(self, error: Exception) -> None:
         for request_id, queue in list(self._streams.items()):
-            self.core.abort_request(request_id)
+            self.engine.abort(request_id)
             queue.put_nowait(RuntimeError(f"engine step failed: {error}"))
         self._streams.clear()

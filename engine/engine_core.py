@@ -1,6 +1,8 @@
 """EngineCore: one synchronous step = schedule -> one batched forward -> sample -> update.
 
-Both the offline LLM and the AsyncEngine drive this same object.
+It deals in token ids only: each step reports, per sequence, what is new (SequenceUpdate).
+Text, stop strings and the shape of outputs belong to the OutputProcessor; LLMEngine
+drives the two together for both the offline LLM and the AsyncEngine.
 """
 
 from __future__ import annotations
@@ -11,25 +13,31 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 import kernels
-from engine.block_manager import BlockManager
 from engine.config import EngineConfig, parse_dtype
-from engine.detokenizer import IncrementalDetokenizer
-from engine.guided.backend import GrammarBackend
-from engine.guided.matcher import GrammarState
-from engine.kv_budget import num_kv_blocks
-from engine.model.backend import select_ops, uses_cuda_graphs
+from engine.core.block_manager import BlockManager
+from engine.core.request import Request, SequenceState, SequenceStatus
+from engine.core.scheduler import Scheduler, SchedulerConfig, SchedulerOutput
+from engine.embedding.decoder_pooling import embed_with_decoder, tokenize_for_decoder
+from engine.embedding.pooling import PoolingConfig
+from engine.embedding.sentence_encoder import EmbedInput
+from engine.errors import InvalidRequest
 from engine.model.fp8 import Fp8Linear
 from engine.model.loader import load_model
-from engine.model_runner import ModelRunner, SequenceChunk
-from engine.outputs import CompletionOutput, Logprob, PositionLogprobs, RequestOutput
-from engine.request import Request, Sequence, SequenceStatus
-from engine.sampler import Sampler, SamplingMetadata, TokenLogprobs
 from engine.sampling_params import SamplingParams
-from engine.scheduler import Scheduler, SchedulerConfig, SchedulerOutput
+from engine.worker.kernel_backend import select_ops, uses_cuda_graphs
+from engine.worker.kv_budget import num_kv_blocks
+from engine.worker.model_runner import ModelRunner, SequenceChunk
+from engine.worker.sampler import Sampler, SamplingMetadata, TokenLogprobs
+
+if TYPE_CHECKING:  # xgrammar is imported on the first guided request only
+    from xgrammar import CompiledGrammar
+
+    from engine.guided.compiler import GrammarBackend
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +60,52 @@ class EngineStats:
     computed_tokens: int = 0  # tokens run through the model (prompt chunks, recomputes, decodes)
     cached_prompt_tokens: int = 0  # prompt tokens served by the prefix cache
     generated_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class EngineSnapshot:
+    """The engine's load and counters at one moment (for metrics, admission and tests)."""
+
+    num_running: int  # sequences in the running batch
+    num_waiting: int  # sequences queued (new, or preempted)
+    kv_blocks: int
+    kv_blocks_free: int
+    num_preemptions: int
+    steps: int
+    computed_tokens: int
+    cached_prompt_tokens: int
+    generated_tokens: int
+
+    @property
+    def kv_cache_usage(self) -> float:
+        return 1.0 - self.kv_blocks_free / self.kv_blocks
+
+
+@dataclass(frozen=True)
+class ValidatedRequest:
+    """A request that passed EngineCore.validate: ready to queue, nothing left to check."""
+
+    prompt_token_ids: list[int]
+    params: SamplingParams  # as the caller gave them
+    core_params: SamplingParams  # what the sampler sees (logprobs on when best_of ranks)
+    grammar: CompiledGrammar | None  # the compiled guided-decoding grammar, if any
+
+    @property
+    def num_samples(self) -> int:
+        return self.params.best_of or self.params.n
+
+
+@dataclass
+class SequenceUpdate:
+    """What one step (or an abort) did to one sequence: only what is new."""
+
+    request_id: str
+    index: int  # which sample of its request
+    new_token_ids: list[int]
+    new_logprobs: list[TokenLogprobs] | None  # one per new token, when computed
+    finish_reason: str | None  # "stop" | "length" | "abort" | None while running
+    stop_reason: int | None  # the stop token id that matched (stop strings are found later)
+    num_cached_tokens: int  # the request's prompt tokens served by the prefix cache
 
 
 class EngineCore:
@@ -93,83 +147,110 @@ class EngineCore:
 
     # ---- requests ------------------------------------------------------------------------
 
-    def check_prompt(self, prompt_ids: list[int]) -> None:
+    def validate(self, prompt_ids: list[int], params: SamplingParams) -> ValidatedRequest:
+        """Every check a request needs, once: the prompt, the parameters against this model,
+        and the grammar (compiled and cached; a new schema takes a moment, so async callers
+        run this off their event loop). InvalidRequest names the field at fault."""
+        if not isinstance(params, SamplingParams):
+            raise InvalidRequest(f"sampling params must be SamplingParams, got {params!r}")
         if not prompt_ids:
-            raise ValueError("prompt must not be empty")
+            raise InvalidRequest("prompt must not be empty", "prompt")
         vocab = self.model_config.vocab_size
-        if any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab for i in prompt_ids):
-            raise ValueError(f"prompt token ids must be integers in [0, {vocab})")
+        if any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab
+               for i in prompt_ids):
+            raise InvalidRequest(f"prompt token ids must be integers in [0, {vocab})", "prompt")
         if len(prompt_ids) >= self.max_model_len:
-            raise ValueError(
-                f"prompt has {len(prompt_ids)} tokens but the model's context is {self.max_model_len}"
-            )
-        self.scheduler.check_fits(len(prompt_ids))
+            raise InvalidRequest(f"prompt has {len(prompt_ids)} tokens but the model's context "
+                                 f"is {self.max_model_len}", "prompt")
+        params.check_vocab(vocab)
+        core_params = params
+        if (params.best_of or params.n) > params.n and params.logprobs is None:
+            # Ranking samples by cumulative log-probability needs the chosen tokens' logprobs.
+            core_params = dataclasses.replace(params, logprobs=0)
+        self.scheduler.check_admissible(len(prompt_ids), params.best_of or params.n)
+        grammar = self.grammars.compile(params.guided) if params.guided is not None else None
+        return ValidatedRequest(list(prompt_ids), params, core_params, grammar)
 
     @property
     def grammars(self) -> GrammarBackend:
         """The grammar compiler and its cache, made on first use (the vocabulary walk
         costs a moment on a large tokenizer)."""
         if self._grammars is None:
+            from engine.guided.compiler import GrammarBackend  # xgrammar: guided requests only
+
             self._grammars = GrammarBackend(self.tokenizer, self.eos_token_ids,
                                             self.model_config.vocab_size)
         return self._grammars
 
-    def check_guided(self, params: SamplingParams) -> None:
-        """Compile (and cache) the request's grammar; ValueError if it cannot be."""
-        if params.guided is not None:
-            self.grammars.compile(params.guided)
-
-    def add_request(
-        self, request_id: str, prompt_ids: list[int], params: SamplingParams,
-        prompt: str | None = None,
-    ) -> Request:
+    def add_request(self, request_id: str, valid: ValidatedRequest) -> None:
+        """Queue a validated request; its sequences report through `step`."""
         if request_id in self.requests:
-            raise ValueError(f"request_id {request_id!r} is already in use")
-        self.check_prompt(prompt_ids)
-        params.check_vocab(self.model_config.vocab_size)
-        compiled = self.grammars.compile(params.guided) if params.guided is not None else None
-        hide_logprobs = False
-        if (params.best_of or params.n) > params.n and params.logprobs is None:
-            # Ranking samples by cumulative log-probability needs the chosen tokens' logprobs.
-            params, hide_logprobs = dataclasses.replace(params, logprobs=0), True
-        req = Request(request_id, prompt, list(prompt_ids), params, arrival=time.monotonic(),
-                      hide_logprobs=hide_logprobs)
-        for i in range(req.num_samples):
+            raise InvalidRequest(f"request_id {request_id!r} is already in use")
+        params = valid.core_params
+        req = Request(request_id, valid.prompt_token_ids, params, arrival=time.monotonic())
+        for i in range(valid.num_samples):
             seed = params.seed + i if params.seed is not None else self._seeds.getrandbits(63)
-            seq = Sequence(next(self._seq_ids), req, i)
+            seq = SequenceState(next(self._seq_ids), req, i)
             seq.generator = torch.Generator(device="cpu").manual_seed(seed)
-            seq.detokenizer = IncrementalDetokenizer(
-                self.tokenizer, prompt_ids, skip_special_tokens=params.skip_special_tokens,
-                stop=params.stop, include_stop_str_in_output=params.include_stop_str_in_output,
-            )
-            seq.logprobs = [] if params.logprobs is not None else None
-            seq.grammar = GrammarState(compiled) if compiled is not None else None
+            if valid.grammar is not None:
+                from engine.guided.matcher import GrammarState  # xgrammar: guided requests only
+
+                seq.grammar = GrammarState(valid.grammar)
             req.seqs.append(seq)
         self.scheduler.add_request(req)
         self.requests[request_id] = req
-        return req
 
-    def abort_request(self, request_id: str) -> RequestOutput | None:
-        """End a request at any stage; its blocks go back to the pool."""
-        req = self.requests.pop(request_id, None)
+    def stop_sequence(self, request_id: str, index: int) -> None:
+        """End one sequence from outside (a stop string matched in its text)."""
+        req = self.requests.get(request_id)
         if req is None:
-            return None
-        self.scheduler.abort_seqs(req.seqs)
+            return
+        seq = req.seqs[index]
+        self.scheduler.finish(seq, SequenceStatus.FINISHED_STOPPED)
+        seq.grammar = None
+        self._forget_if_finished(req)
+
+    def abort_request(self, request_id: str) -> list[SequenceUpdate]:
+        """End a request at any stage; its blocks go back to the pool. Returns the end of
+        every sequence that was still running."""
+        req = self.requests.get(request_id)
+        if req is None:
+            return []
+        running = [s for s in req.seqs if not s.status.finished]
+        self.scheduler.abort_seqs(running)
         for seq in req.seqs:
             seq.grammar = None
-        return self._request_output(req)
+        self._forget_if_finished(req)
+        return [self._update(seq, 0, None) for seq in running]
+
+    def tokenize_for_embedding(self, inputs: list[EmbedInput], truncate: bool) -> list[list[int]]:
+        """Inputs of `embed` as token ids; ValueError for empty or too long ones."""
+        return tokenize_for_decoder(self.tokenizer, self.model_config.vocab_size,
+                                    self.max_model_len, inputs, truncate)
+
+    def embed(self, ids: list[list[int]], pooling: PoolingConfig) -> torch.Tensor:
+        """Pooled final hidden states over a scratch KV cache (running requests untouched)."""
+        return embed_with_decoder(self.runner.model, self.device, self.config.block_size,
+                                  self.config.max_num_batched_tokens, ids, pooling)
+
+    def snapshot(self) -> EngineSnapshot:
+        s, bm = self.scheduler, self.block_manager
+        return EngineSnapshot(len(s.running), len(s.waiting), bm.num_blocks, bm.num_free_blocks,
+                              s.num_preemptions, **dataclasses.asdict(self.stats))
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished
 
     # ---- one step ------------------------------------------------------------------------
 
-    def step(self) -> list[RequestOutput]:
-        """Run one iteration; outputs of every request that advanced (finished ones too)."""
+    def step(self) -> list[SequenceUpdate]:
+        """Run one iteration; what is new for every sequence that advanced or ended."""
         sched = self.scheduler.schedule()
-        dropped = {seq.request for seq in sched.dropped}
+        updates = [self._update(seq, 0, None) for seq in sched.dropped]
+        for req in {seq.request for seq in sched.dropped}:
+            self._forget_if_finished(req)
         if not sched.scheduled:
-            return self._outputs(dropped)
+            return updates
         self.runner.copy_blocks(sched.blocks_to_copy)
         chunks = [
             SequenceChunk(
@@ -185,16 +266,33 @@ class EngineCore:
         self.stats.computed_tokens += sched.num_batched_tokens
         self.stats.generated_tokens += len(updated)
         for seq in updated:
-            self._after_token(seq, logprobs.get(seq))
-        return self._outputs({seq.request for seq in updated} | dropped)
+            if seq.grammar is not None:
+                self._advance_grammar(seq)
+            entry = logprobs.get(seq)
+            updates.append(self._update(seq, 1, [entry] if entry is not None else None))
+        for req in {seq.request for seq in updated}:
+            self._forget_if_finished(req)
+        return updates
+
+    def _update(self, seq: SequenceState, num_new: int,
+                logprobs: list[TokenLogprobs] | None) -> SequenceUpdate:
+        req = seq.request
+        stop = seq.stop_reason if isinstance(seq.stop_reason, int) else None
+        return SequenceUpdate(
+            req.request_id, seq.index, seq.output_token_ids[len(seq.output_token_ids) - num_new:],
+            logprobs, seq.status.finish_reason, stop, req.num_cached_tokens)
+
+    def _forget_if_finished(self, req: Request) -> None:
+        if req.finished and self.requests.pop(req.request_id, None) is not None:
+            self.stats.cached_prompt_tokens += req.num_cached_tokens
 
     def _sample(
         self, sched: SchedulerOutput, logits: torch.Tensor
-    ) -> tuple[dict[Sequence, list[int]], dict[Sequence, TokenLogprobs | None]]:
+    ) -> tuple[dict[SequenceState, list[int]], dict[SequenceState, TokenLogprobs | None]]:
         """One sampler row per sequence that reached its last token; a request's first
         prompt gets a row per sample (they share its logits and fork)."""
         rows: list[int] = []
-        seqs: list[Sequence] = []
+        seqs: list[SequenceState] = []
         for i, item in enumerate(sched.scheduled):
             if not item.completes:
                 continue
@@ -211,31 +309,13 @@ class EngineCore:
             grammars if any(g is not None for g in grammars) else None,
         )
         out = self.sampler(logits[torch.tensor(rows, device=logits.device)], meta)
-        sampled: dict[Sequence, list[int]] = {}
+        sampled: dict[SequenceState, list[int]] = {}
         for seq, token in zip(seqs, out.token_ids, strict=True):
             leader = seq.request.seqs[0] if not seq.request.forked else seq
             sampled.setdefault(leader, []).append(token)
         return sampled, dict(zip(seqs, out.logprobs, strict=True))
 
-    def _after_token(self, seq: Sequence, entry: TokenLogprobs | None) -> None:
-        """Logprobs, detokenization and stop strings for a freshly appended token."""
-        if entry is not None:
-            seq.cumulative_logprob += entry.logprob
-            if seq.logprobs is not None:
-                seq.logprobs.append(self._logprobs(entry))
-        if seq.grammar is not None:
-            self._advance_grammar(seq)
-        if seq.status == SequenceStatus.FINISHED_STOPPED:
-            return  # EOS or a stop token id: its text never reaches the output
-        detok: IncrementalDetokenizer = seq.detokenizer
-        detok.step([seq.output_token_ids[-1]])
-        if detok.finished and detok.stop_reason is not None:
-            if seq.status.finished:  # the same token hit max_tokens: the stop string wins
-                seq.finish(SequenceStatus.FINISHED_STOPPED, detok.stop_reason)
-            else:
-                self.scheduler.finish(seq, SequenceStatus.FINISHED_STOPPED, detok.stop_reason)
-
-    def _advance_grammar(self, seq: Sequence) -> None:
+    def _advance_grammar(self, seq: SequenceState) -> None:
         """Feed the new token to the sequence's grammar; a terminated grammar ends it."""
         token = seq.output_token_ids[-1]
         if not seq.grammar.accept(token):
@@ -246,48 +326,3 @@ class EngineCore:
             self.scheduler.finish(seq, SequenceStatus.FINISHED_STOPPED)
         if seq.status.finished:
             seq.grammar = None
-
-    # ---- outputs -------------------------------------------------------------------------
-
-    def _outputs(self, requests: set[Request]) -> list[RequestOutput]:
-        outputs = []
-        for req in sorted(requests, key=lambda r: r.arrival):
-            out = self._request_output(req)
-            if out is not None:
-                outputs.append(out)
-            if req.finished:
-                for seq in req.seqs:
-                    seq.grammar = None
-                self.requests.pop(req.request_id, None)
-                self.stats.cached_prompt_tokens += req.num_cached_tokens
-        return outputs
-
-    def _request_output(self, req: Request) -> RequestOutput | None:
-        params = req.params
-        seqs = req.seqs
-        if req.num_samples > params.n:  # best_of: only the n most likely, once all are done
-            if not req.finished:
-                return None
-            seqs = sorted(seqs, key=lambda s: s.cumulative_logprob, reverse=True)[: params.n]
-        show = params.logprobs is not None and not req.hide_logprobs
-        completions = [
-            CompletionOutput(
-                index=i, text=s.detokenizer.output_text, token_ids=list(s.output_token_ids),
-                finish_reason=s.status.finish_reason, stop_reason=s.stop_reason,
-                logprobs=list(s.logprobs) if show and s.logprobs is not None else None,
-                cumulative_logprob=s.cumulative_logprob if show else None,
-            )
-            for i, s in enumerate(seqs)
-        ]
-        return RequestOutput(
-            req.request_id, req.prompt, req.prompt_token_ids, completions,
-            finished=req.finished, num_cached_tokens=req.num_cached_tokens,
-        )
-
-    def _logprobs(self, entry: TokenLogprobs) -> PositionLogprobs:
-        tok = self.tokenizer
-
-        def make(token_id: int, logprob: float) -> Logprob:
-            return Logprob(token_id, tok.decode([token_id]), logprob, tok.token_bytes(token_id))
-
-        return PositionLogprobs(make(entry.token_id, entry.logprob), [make(*t) for t in entry.top])

@@ -8,17 +8,16 @@ from typing import Any
 
 from tqdm import tqdm
 
-from engine.chat_template import render_for_tokenizer
 from engine.config import EngineConfig
 from engine.embedding.decoder_pooling import (
     decoder_pooling,
-    embed_with_decoder,
-    tokenize_for_decoder,
 )
 from engine.embedding.sentence_encoder import EmbeddingOutput, EmbedInput
-from engine.engine_core import EngineCore
+from engine.errors import InvalidRequest
+from engine.llm_engine import LLMEngine
 from engine.outputs import RequestOutput
 from engine.sampling_params import SamplingParams
+from engine.tokenizer.chat_template import render_for_tokenizer
 
 Prompt = str | list[int]
 
@@ -34,11 +33,12 @@ class LLM:
 
     def __init__(self, model: str, dtype: str = "float32", device: str = "cpu", seed: int = 0,
                  **engine_args: Any) -> None:
-        self.engine = EngineCore(EngineConfig(model, dtype, device, seed, **engine_args))
-        self.tokenizer = self.engine.tokenizer
-        self.model_config = self.engine.model_config
-        self.eos_token_ids = self.engine.eos_token_ids
-        self.max_model_len = self.engine.max_model_len
+        self.llm_engine = LLMEngine(EngineConfig(model, dtype, device, seed, **engine_args))
+        core = self.llm_engine.core
+        self.tokenizer = core.tokenizer
+        self.model_config = core.model_config
+        self.eos_token_ids = core.eos_token_ids
+        self.max_model_len = core.max_model_len
         self._ids = itertools.count()
 
     def apply_chat_template(
@@ -97,8 +97,9 @@ class LLM:
         if isinstance(inputs, str) or (inputs and isinstance(inputs[0], int)):
             inputs = [inputs]  # type: ignore[list-item]
         config = decoder_pooling(pooling, normalize)
-        ids = tokenize_for_decoder(self.engine, list(inputs), truncate)  # type: ignore[arg-type]
-        vectors = embed_with_decoder(self.engine, ids, config)
+        core = self.llm_engine.core
+        ids = core.tokenize_for_embedding(list(inputs), truncate)  # type: ignore[arg-type]
+        vectors = core.embed(ids, config)
         return [EmbeddingOutput(v.tolist(), i) for v, i in zip(vectors, ids, strict=True)]
 
     def _run(
@@ -109,22 +110,22 @@ class LLM:
     ) -> list[RequestOutput]:
         if isinstance(sampling_params, Sequence):
             if len(sampling_params) != len(encoded):
-                raise ValueError("sampling_params must be one per prompt")
+                raise InvalidRequest("sampling_params must be one per prompt")
             params_list = list(sampling_params)
         else:
             params_list = [sampling_params or SamplingParams()] * len(encoded)
-        for _, ids in encoded:  # validate all before queueing any
-            self.engine.check_prompt(ids)
+        engine = self.llm_engine
+        # Validate all before queueing any, so a bad prompt leaves nothing behind.
+        valid = [engine.validate(ids, p) for (_, ids), p in zip(encoded, params_list, strict=True)]
         order: dict[str, int] = {}
-        for i, ((prompt, ids), params) in enumerate(zip(encoded, params_list, strict=True)):
+        for i, ((prompt, _), v) in enumerate(zip(encoded, valid, strict=True)):
             request_id = f"llm-{next(self._ids)}"
-            self.engine.add_request(request_id, ids, params, prompt if isinstance(prompt, str) else None)
+            engine.add_request(request_id, v, prompt if isinstance(prompt, str) else None)
             order[request_id] = i
         results: list[RequestOutput | None] = [None] * len(encoded)
         with tqdm(total=len(encoded), disable=not use_tqdm, desc="requests") as bar:
-            while self.engine.has_unfinished():
-                for out in self.engine.step():
-                    if out.finished and out.request_id in order:
-                        results[order.pop(out.request_id)] = out
-                        bar.update(1)
+            while engine.has_unfinished():
+                for out in engine.step():  # FINAL_ONLY: one output per request, at its end
+                    results[order.pop(out.request_id)] = out
+                    bar.update(1)
         return [r for r in results if r is not None]

@@ -1,8 +1,18 @@
-"""What the engine hands back: RequestOutput with one CompletionOutput per sample."""
+"""What the engine hands back: RequestOutput with one CompletionOutput per sample, in the
+kind the caller asked for (RequestOutputKind)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import enum
+from dataclasses import dataclass, field, replace
+
+
+class RequestOutputKind(enum.Enum):
+    """How a request's outputs relate to each other (vLLM's RequestOutputKind)."""
+
+    DELTA = "delta"  # each output holds only what is new since the last one (streams)
+    CUMULATIVE = "cumulative"  # each output holds everything so far
+    FINAL_ONLY = "final_only"  # one output, once the request has finished
 
 
 @dataclass(frozen=True)
@@ -40,3 +50,25 @@ class RequestOutput:
     outputs: list[CompletionOutput] = field(default_factory=list)
     finished: bool = False
     num_cached_tokens: int = 0  # prompt tokens whose K/V came from the prefix cache
+
+    def add(self, delta: RequestOutput) -> None:
+        """Fold the next DELTA output of this request into this one (an accumulator)."""
+        mine = {o.index: o for o in self.outputs}
+        for d in delta.outputs:
+            o = mine.get(d.index)
+            if o is None:
+                o = mine[d.index] = replace(d, token_ids=list(d.token_ids), logprobs=(
+                    list(d.logprobs) if d.logprobs is not None else None))
+                self.outputs.append(o)
+                continue
+            o.text += d.text
+            o.token_ids.extend(d.token_ids)
+            if d.logprobs is not None:
+                if o.logprobs is None:
+                    o.logprobs = []
+                o.logprobs.extend(d.logprobs)
+            o.cumulative_logprob = d.cumulative_logprob
+            o.finish_reason, o.stop_reason = d.finish_reason, d.stop_reason
+        self.outputs.sort(key=lambda o: o.index)
+        self.finished = delta.finished
+        self.num_cached_tokens = delta.num_cached_tokens

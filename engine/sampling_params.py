@@ -1,7 +1,7 @@
 """SamplingParams: how one request picks its tokens, validated once at construction.
 
-Every problem is reported as a ValueError whose message starts with the field's name,
-so the HTTP layer can pass it straight back to the client.
+Every problem is an InvalidRequest naming the field (`param`), with a message that starts
+with the field's name, so the HTTP layer can pass it straight back to the client.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from engine.errors import InvalidRequest
 from engine.guided import GuidedDecoding
 
 MAX_LOGPROBS = 20
@@ -17,19 +18,24 @@ MAX_LOGIT_BIAS = 100.0
 MAX_PENALTY = 2.0
 
 
-class ParamTypeError(TypeError, ValueError):
-    """A field of the wrong type. Also a ValueError, so callers catch one exception for
+class ParamTypeError(InvalidRequest, TypeError):
+    """A field of the wrong type. Also an InvalidRequest, so callers catch one exception for
     every bad parameter, while the type of the problem stays visible."""
+
+
+def _param(name: str) -> str:
+    """The field a checked name belongs to ("logit_bias values" -> "logit_bias")."""
+    return name.split(" ", 1)[0]
 
 
 def _check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
     # bool is a subclass of int, but True as "number of tokens" is always a client bug.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ParamTypeError(f"{name} must be an integer, got {value!r}")
+        raise ParamTypeError(f"{name} must be an integer, got {value!r}", _param(name))
     if lo is not None and value < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {value}")
+        raise InvalidRequest(f"{name} must be >= {lo}, got {value}", _param(name))
     if hi is not None and value > hi:
-        raise ValueError(f"{name} must be <= {hi}, got {value}")
+        raise InvalidRequest(f"{name} must be <= {hi}, got {value}", _param(name))
     return value
 
 
@@ -42,14 +48,15 @@ def _check_float(
 ) -> float:
     """Accept ints and floats (not bools, not strings) and return a float in [lo, hi]."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ParamTypeError(f"{name} must be a number, got {value!r}")
+        raise ParamTypeError(f"{name} must be a number, got {value!r}", _param(name))
     value = float(value)
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+        raise InvalidRequest(f"{name} must be finite, got {value}", _param(name))
     if lo is not None and (value <= lo if lo_open else value < lo):
-        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo:g}, got {value:g}")
+        raise InvalidRequest(
+            f"{name} must be {'>' if lo_open else '>='} {lo:g}, got {value:g}", _param(name))
     if hi is not None and value > hi:
-        raise ValueError(f"{name} must be <= {hi:g}, got {value:g}")
+        raise InvalidRequest(f"{name} must be <= {hi:g}, got {value:g}", _param(name))
     return value
 
 
@@ -59,12 +66,12 @@ def _normalize_stop(stop: Any) -> list[str]:
     if isinstance(stop, str):
         stop = [stop]
     if not isinstance(stop, (list, tuple)):
-        raise ParamTypeError(f"stop must be a string or a list of strings, got {stop!r}")
+        raise ParamTypeError(f"stop must be a string or a list of strings, got {stop!r}", "stop")
     for s in stop:
         if not isinstance(s, str):
-            raise ParamTypeError(f"stop must contain only strings, got {s!r}")
+            raise ParamTypeError(f"stop must contain only strings, got {s!r}", "stop")
         if not s:
-            raise ValueError("stop must not contain empty strings")
+            raise InvalidRequest("stop must not contain empty strings", "stop")
     return list(stop)
 
 
@@ -72,7 +79,7 @@ def _normalize_token_ids(name: str, ids: Any) -> list[int]:
     if ids is None:
         return []
     if not isinstance(ids, (list, tuple)):
-        raise ParamTypeError(f"{name} must be a list of token ids, got {ids!r}")
+        raise ParamTypeError(f"{name} must be a list of token ids, got {ids!r}", name)
     return [_check_int(name, i, lo=0) for i in ids]
 
 
@@ -82,7 +89,8 @@ def _bias_key(key: Any) -> int:
         try:
             key = int(key.strip())
         except ValueError:
-            raise ValueError(f"logit_bias keys must be token ids, got {key!r}") from None
+            raise InvalidRequest(f"logit_bias keys must be token ids, got {key!r}",
+                                 "logit_bias") from None
     return _check_int("logit_bias keys", key, lo=0)
 
 
@@ -90,7 +98,8 @@ def _normalize_logit_bias(bias: Any) -> dict[int, float] | None:
     if bias is None:
         return None
     if not isinstance(bias, dict):
-        raise ParamTypeError(f"logit_bias must be a mapping of token id to bias, got {bias!r}")
+        raise ParamTypeError(f"logit_bias must be a mapping of token id to bias, got {bias!r}",
+                             "logit_bias")
     out: dict[int, float] = {}
     for key, value in bias.items():
         out[_bias_key(key)] = _check_float(
@@ -143,7 +152,7 @@ class SamplingParams:
         if self.best_of is not None:
             self.best_of = _check_int("best_of", self.best_of, lo=1)
             if self.best_of < self.n:
-                raise ValueError(f"best_of must be >= n ({self.n}), got {self.best_of}")
+                raise InvalidRequest(f"best_of must be >= n ({self.n}), got {self.best_of}", "best_of")
         if self.logprobs is not None:
             self.logprobs = _check_int("logprobs", self.logprobs, lo=0, hi=MAX_LOGPROBS)
         if self.seed is not None:
@@ -176,14 +185,14 @@ class SamplingParams:
             self.max_tokens = _check_int("max_tokens", self.max_tokens, lo=1)
         self.min_tokens = _check_int("min_tokens", self.min_tokens, lo=0)
         if self.max_tokens is not None and self.min_tokens > self.max_tokens:
-            raise ValueError(
-                f"min_tokens must be <= max_tokens ({self.max_tokens}), got {self.min_tokens}"
-            )
+            raise InvalidRequest(
+                f"min_tokens must be <= max_tokens ({self.max_tokens}), got {self.min_tokens}",
+                "min_tokens")
 
     def _validate_flags(self) -> None:
         for name in ("include_stop_str_in_output", "ignore_eos", "skip_special_tokens"):
             if not isinstance(getattr(self, name), bool):
-                raise ParamTypeError(f"{name} must be a boolean, got {getattr(self, name)!r}")
+                raise ParamTypeError(f"{name} must be a boolean, got {getattr(self, name)!r}", name)
 
     def _validate_guided(self) -> None:
         if self.guided is None:
@@ -192,16 +201,16 @@ class SamplingParams:
             try:
                 self.guided = GuidedDecoding(**self.guided)
             except TypeError as e:
-                raise ParamTypeError(f"guided has an unknown field: {e}") from None
+                raise ParamTypeError(f"guided has an unknown field: {e}", "guided") from None
         if not isinstance(self.guided, GuidedDecoding):
-            raise ParamTypeError(f"guided must be a GuidedDecoding, got {self.guided!r}")
+            raise ParamTypeError(f"guided must be a GuidedDecoding, got {self.guided!r}", "guided")
         # A finished grammar allows only EOS: holding EOS back would leave no token at all.
         if self.min_tokens > 0:
-            raise ValueError("min_tokens cannot be combined with guided decoding: the grammar "
-                             "decides where the output ends")
+            raise InvalidRequest("min_tokens cannot be combined with guided decoding: the "
+                                 "grammar decides where the output ends", "min_tokens")
         if self.ignore_eos:
-            raise ValueError("ignore_eos cannot be combined with guided decoding: the grammar "
-                             "decides where the output ends")
+            raise InvalidRequest("ignore_eos cannot be combined with guided decoding: the "
+                                 "grammar decides where the output ends", "ignore_eos")
 
     @property
     def greedy(self) -> bool:
@@ -209,12 +218,14 @@ class SamplingParams:
         return self.temperature == 0.0 or self.top_k == 1
 
     def check_vocab(self, vocab_size: int) -> None:
-        """Reject token ids the model cannot produce; call once when the request arrives."""
+        """Reject token ids the model cannot produce (EngineCore.validate calls it)."""
         for tok in self.logit_bias or {}:
             if tok >= vocab_size:
-                raise ValueError(
-                    f"logit_bias token id {tok} is outside the vocabulary ({vocab_size})"
-                )
+                raise InvalidRequest(
+                    f"logit_bias token id {tok} is outside the vocabulary ({vocab_size})",
+                    "logit_bias")
         for tok in self.stop_token_ids or []:
             if tok >= vocab_size:
-                raise ValueError(f"stop_token_ids {tok} is outside the vocabulary ({vocab_size})")
+                raise InvalidRequest(
+                    f"stop_token_ids {tok} is outside the vocabulary ({vocab_size})",
+                    "stop_token_ids")

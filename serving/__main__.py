@@ -28,7 +28,8 @@ from serving.cli import (
     parse_args,
 )
 from serving.embedding_startup import Closer, load_embeddings, open_store
-from serving.state import ServedEncoder, ServedModel, ServerState
+from serving.served import ServedEncoder, ServedModel
+from serving.state import ServerState
 
 logger = logging.getLogger("serving")
 

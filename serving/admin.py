@@ -9,8 +9,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt
 
 from serving.errors import APIError, bad_request
-from serving.protocol import parse_request  # the same 400s as the completion endpoints
-from serving.state import ServedModel, ServerState
+from serving.requests import parse_request  # the same 400s as the completion endpoints
+from serving.served import ServedModel
+from serving.state import ServerState
 
 
 class TokenizeRequest(BaseModel):

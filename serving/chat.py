@@ -22,7 +22,7 @@ from serving.generation import (
     start_generation,
     stream_response,
 )
-from serving.protocol import ChatCompletionRequest, parse_request
+from serving.requests import ChatCompletionRequest, parse_request
 from serving.responses import (
     AssistantMessage,
     ChatChoice,
@@ -33,7 +33,8 @@ from serving.responses import (
     chunk_body,
 )
 from serving.retrieval.chat_context import with_retrieved_context
-from serving.state import ServedModel, ServerState
+from serving.served import ServedModel
+from serving.state import ServerState
 from serving.tools import (
     ToolPlan,
     ToolStreamer,

@@ -22,7 +22,7 @@ from serving.generation import (
     start_generation,
     stream_response,
 )
-from serving.protocol import CompletionRequest, parse_request
+from serving.requests import CompletionRequest, parse_request
 from serving.responses import (
     Completion,
     CompletionChoice,
@@ -30,7 +30,8 @@ from serving.responses import (
     Usage,
     chunk_body,
 )
-from serving.state import ServedModel, ServerState
+from serving.served import ServedModel
+from serving.state import ServerState
 
 
 def build_prompts(served: ServedModel, req: CompletionRequest) -> list[PromptInput]:

@@ -14,7 +14,7 @@ from engine import AsyncSentenceEncoder
 from serving.cli import CLIError, ServePlan
 from serving.retrieval.service import RetrievalService, open_vector_store
 from serving.retrieval.store import VectorStore
-from serving.state import ServedEncoder
+from serving.served import ServedEncoder
 
 logger = logging.getLogger("serving")
 

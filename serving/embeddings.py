@@ -22,9 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine import EmbeddingOutput
 from serving.errors import bad_request
-from serving.protocol import parse_request
 from serving.request_keys import MODEL, PROMPT, USAGE
-from serving.state import ServedEncoder, ServedModel, ServerState
+from serving.requests import parse_request
+from serving.served import ServedEncoder, ServedModel
+from serving.state import ServerState
 
 MAX_INPUTS = 2048  # OpenAI's limit on the number of inputs per request
 

@@ -18,10 +18,11 @@ from aiohttp import web
 
 from engine import CompletionOutput, PositionLogprobs, RequestOutput
 from serving.errors import APIError, bad_request, context_length_exceeded
-from serving.protocol import SamplingRequest, to_sampling_params, value_error_param
 from serving.request_keys import MODEL, PROMPT, REQUEST_ID, TOKEN_TIMES, TTFT_S, USAGE
+from serving.requests import SamplingRequest, to_sampling_params, value_error_param
+from serving.served import ServedModel
 from serving.sse import DONE, event, open_stream
-from serving.state import ServedModel, ServerState
+from serving.state import ServerState
 
 logger = logging.getLogger(__name__)
 

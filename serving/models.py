@@ -6,7 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
-from serving.state import ServedEncoder, ServedModel, ServerState
+from serving.served import ServedEncoder, ServedModel
+from serving.state import ServerState
 
 
 def model_card(served: ServedModel | ServedEncoder, model_id: str) -> dict[str, Any]:

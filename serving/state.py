@@ -2,41 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from engine import AsyncEngine, AsyncSentenceEncoder
 from serving.errors import model_not_found
-
-if TYPE_CHECKING:
-    from serving.retrieval.service import RetrievalService
-
-
-@dataclass
-class ServedModel:
-    """One engine, reachable under its name and any aliases."""
-
-    name: str
-    engine: AsyncEngine
-    max_model_len: int
-    aliases: list[str] = field(default_factory=list)
-    created: int = field(default_factory=lambda: int(time.time()))
-    fallback: str | None = None  # a served model for prompts longer than this one's context
-
-
-@dataclass
-class ServedEncoder:
-    """An embedding-only model (a BERT sentence encoder), served beside the chat models."""
-
-    name: str
-    encoder: AsyncSentenceEncoder
-    aliases: list[str] = field(default_factory=list)
-    created: int = field(default_factory=lambda: int(time.time()))
-
-    @property
-    def max_model_len(self) -> int:
-        return self.encoder.max_len
+from serving.retrieval.service import RetrievalService
+from serving.served import ServedEncoder, ServedModel
 
 
 @dataclass

@@ -13,8 +13,9 @@ import torch
 
 from engine.embedding.pooling import PoolingConfig, pool_packed
 from engine.embedding.sentence_encoder import EmbedInput, check_token_ids, too_long
-from engine.engine_core import EngineCore
-from engine.model_runner import ModelRunner, SequenceChunk
+from engine.model.llama import LlamaForCausalLM
+from engine.tokenizer import Tokenizer
+from engine.worker.model_runner import ModelRunner, SequenceChunk
 
 DECODER_POOLING = ("mean", "last")
 
@@ -26,18 +27,18 @@ def decoder_pooling(pooling: str = "mean", normalize: bool = True) -> PoolingCon
     return PoolingConfig(pooling, normalize)
 
 
-def tokenize_for_decoder(core: EngineCore, inputs: Sequence[EmbedInput],
-                         truncate: bool = False) -> list[list[int]]:
-    """Texts through the model's tokenizer (BOS as the model wants it); ids as given."""
-    limit = core.max_model_len
+def tokenize_for_decoder(tokenizer: Tokenizer, vocab_size: int, limit: int,
+                         inputs: Sequence[EmbedInput], truncate: bool = False) -> list[list[int]]:
+    """Texts through the model's tokenizer (BOS as the model wants it); ids as given.
+    Inputs longer than `limit` tokens raise ValueError unless `truncate` cuts them."""
     out = []
     for item in inputs:
         if isinstance(item, str):
             if not item:
                 raise ValueError("input must not be an empty string")
-            ids = core.tokenizer.encode(item)
+            ids = tokenizer.encode(item)
         else:
-            ids = check_token_ids(item, core.model_config.vocab_size)
+            ids = check_token_ids(item, vocab_size)
         if truncate:
             ids = ids[:limit]
         if len(ids) > limit:
@@ -60,17 +61,18 @@ def _batches(id_lists: Sequence[list[int]], max_tokens: int) -> list[list[int]]:
 
 
 @torch.inference_mode()
-def embed_with_decoder(core: EngineCore, id_lists: Sequence[list[int]],
+def embed_with_decoder(model: LlamaForCausalLM, device: torch.device, block_size: int,
+                       max_batched_tokens: int, id_lists: Sequence[list[int]],
                        pooling: PoolingConfig) -> torch.Tensor:
-    """[n, hidden] float32 pooled final hidden states, one row per token-id list."""
-    model = core.runner.model
+    """[n, hidden] float32 pooled final hidden states, one row per token-id list; forwards
+    of at most `max_batched_tokens` tokens (a longer input runs alone)."""
     if not id_lists:
         return torch.empty(0, model.config.hidden_size)
-    bs = core.config.block_size
-    groups = _batches(id_lists, core.config.max_num_batched_tokens)
+    bs = block_size
+    groups = _batches(id_lists, max_batched_tokens)
     # One scratch cache, sized for the largest group (a group may hold one long input).
     blocks = max(sum(-(-len(id_lists[i]) // bs) for i in g) for g in groups)
-    scratch = ModelRunner(model, blocks, bs, core.device)
+    scratch = ModelRunner(model, blocks, bs, device)
     rows: list[torch.Tensor] = []
     for group in groups:
         chunks, next_block = [], 0

@@ -21,7 +21,7 @@ from engine.config import parse_dtype
 from engine.embedding.pooling import PoolingConfig, pool_padded
 from engine.json_file import read_json
 from engine.model.bert import BertConfig, BertModel
-from engine.model.loader import resolve_model_path
+from engine.model.checkpoint import resolve_model_path
 
 EmbedInput = str | list[int]
 

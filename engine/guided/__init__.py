@@ -3,9 +3,9 @@ output is valid by construction. Backed by xgrammar.
 
 Only the spec is imported here, so that SamplingParams (and the torch-free request and
 scheduler modules that import it) do not pull in xgrammar and torch; the engine imports
-engine.guided.backend and engine.guided.matcher itself.
+engine.guided.compiler and engine.guided.matcher itself.
 """
 
-from engine.guided.spec import GuidedDecoding
+from engine.guided.options import GuidedDecoding
 
 __all__ = ["GuidedDecoding"]

@@ -19,9 +19,10 @@ import torch
 from tokenizers import decoders, models, pre_tokenizers
 
 from engine.config import ModelConfig
-from engine.model.loader import LoadedModel
+from engine.model.checkpoint import LoadedModel, empty_model, resolve_model_path
+from engine.model.hf_loader import read_hf_config
 from engine.tokenizer import Tokenizer
-from engine.tokenizer_backends import TokenizersBackend, _gpt2_char_to_byte
+from engine.tokenizer.backends import TokenizersBackend, _gpt2_char_to_byte
 
 # Published shapes (the config.json fields of the HF checkpoints) for runs without files.
 _LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
@@ -56,9 +57,6 @@ DUMMY_EOS_ID = 256  # the byte tokenizer's one special token, right after the 25
 
 def dummy_source(model: str | Path) -> tuple[ModelConfig, Tokenizer | None]:
     """The shape (and tokenizer, when the source has one) of a dummy model."""
-    from engine.model.hf_loader import read_hf_config
-    from engine.model.loader import resolve_model_path
-
     name = str(model)
     if name in SHAPES:
         return ModelConfig.from_hf_config(SHAPES[name]), None
@@ -71,7 +69,7 @@ def dummy_source(model: str | Path) -> tuple[ModelConfig, Tokenizer | None]:
         config, _ = read_hf_config(path)
         has_tokenizer = (path / "tokenizer.json").exists() or (path / "tokenizer.model").exists()
         return config, Tokenizer.from_dir(path) if has_tokenizer else None
-    from engine.model.gguf_file import GGUFFile
+    from engine.model.gguf_file import GGUFFile  # `gguf` is needed by GGUF sources only
 
     gf = GGUFFile(path)
     try:
@@ -112,8 +110,6 @@ def init_random(model: torch.nn.Module, seed: int = 0) -> None:
 def load_dummy(
     model: str | Path, dtype: torch.dtype, device: torch.device, ops: SimpleNamespace
 ) -> LoadedModel:
-    from engine.model.loader import empty_model
-
     config, tokenizer = dummy_source(model)
     if tokenizer is None:
         tokenizer = byte_tokenizer(config.vocab_size)

@@ -13,8 +13,8 @@ from gguf import GGMLQuantizationType as Q
 from gguf.quants import dequantize
 
 from engine.config import ModelConfig
+from engine.model.checkpoint import LoadedModel, copy_weights, empty_model
 from engine.model.gguf_file import GGUFFile, TensorInfo
-from engine.model.loader import LoadedModel, copy_weights, empty_model
 from engine.tokenizer import Tokenizer
 
 # llama.cpp tensor names -> HF names (per-layer names are under blk.N.)

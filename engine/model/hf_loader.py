@@ -11,8 +11,8 @@ from safetensors import SafetensorError, safe_open
 
 from engine.config import ModelConfig
 from engine.json_file import read_json
+from engine.model.checkpoint import LoadedModel, copy_weights, empty_model
 from engine.model.fp8 import Fp8Spec
-from engine.model.loader import LoadedModel, copy_weights, empty_model
 from engine.tokenizer import Tokenizer
 
 

@@ -1,71 +1,23 @@
-"""Load a Llama checkpoint (HF-style folder or GGUF file) straight into its final dtype.
-
-The model is built on the meta device and its storage allocated once in the compute dtype;
-tensors are then copied in one at a time (fused QKV / gate-up slices included), so peak
-memory stays near the model's size rather than twice it.
-"""
+"""Load a Llama checkpoint (HF-style folder or GGUF file, or random weights) for a kernel
+backend, optionally quantizing its linear layers to FP8 afterwards."""
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from torch import nn
 
 import kernels
-from engine.config import ModelConfig
-from engine.model.fp8 import (
-    LOAD_TIME_BLOCK,
-    SCALE_NAMES,
-    Fp8Linear,
-    Fp8Spec,
-    copy_scale,
-    keeps_dtype,
-    quantize_linears,
-)
-from engine.model.llama import LlamaForCausalLM
-from engine.tokenizer import Tokenizer
+from engine.model.checkpoint import LoadedModel, resolve_model_path
+from engine.model.dummy import load_dummy
+from engine.model.fp8 import LOAD_TIME_BLOCK, Fp8Linear, quantize_linears
+from engine.model.hf_loader import load_hf_folder
 
 logger = logging.getLogger(__name__)
 
 GGUF_MAGIC = b"GGUF"
-_LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)")
-
-
-@dataclass
-class LoadedModel:
-    model: LlamaForCausalLM
-    config: ModelConfig
-    tokenizer: Tokenizer
-    eos_token_ids: frozenset[int]  # every token id that ends generation
-    path: Path
-
-
-def resolve_model_path(model: str | Path) -> Path:
-    """A registered short name, an HF-style folder, or a .gguf file -> an existing path."""
-    import weights
-
-    name = str(model)
-    if name in weights.MODELS:
-        path = weights.model_path(name)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"model {name!r} is registered but not fetched yet (expected at {path}); "
-                f"run: python -m weights.fetch {name}"
-            )
-        return path
-    path = Path(name).expanduser()
-    if not path.exists():
-        known = ", ".join(sorted(weights.MODELS))
-        raise FileNotFoundError(
-            f"model path {path} does not exist (registered names: {known})"
-        )
-    return path
 
 
 def load_model(
@@ -80,8 +32,6 @@ def load_model(
     """
     ops = kernels.reference_ops if ops is None else ops
     if load_format == "dummy":
-        from engine.model.dummy import load_dummy
-
         loaded = load_dummy(model, dtype, device, ops)
     else:
         loaded = _load_checkpoint(resolve_model_path(model), dtype, device, ops)
@@ -96,12 +46,12 @@ def _load_checkpoint(
     path: Path, dtype: torch.dtype, device: torch.device, ops: SimpleNamespace
 ) -> LoadedModel:
     if path.is_dir():
-        from engine.model.hf_loader import load_hf_folder
-
         return load_hf_folder(path, dtype, device, ops)
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic == GGUF_MAGIC:
+        # Imported here: the `gguf` package is a dependency of this format only (the GPU
+        # image lacks it).
         from engine.model.gguf_loader import load_gguf
 
         return load_gguf(path, dtype, device, ops)
@@ -109,108 +59,3 @@ def _load_checkpoint(
         f"{path} is not a model: expected an HF-style folder (config.json + *.safetensors) "
         "or a GGUF file"
     )
-
-
-def empty_model(
-    config: ModelConfig, dtype: torch.dtype, device: torch.device, ops: SimpleNamespace,
-    fp8: Fp8Spec | None = None,
-) -> LlamaForCausalLM:
-    """Allocate the model's storage once, in the compute dtype, without initialising it.
-
-    FP8 weights and their float32 scales keep their own dtypes.
-    """
-    with torch.device("meta"):
-        model = LlamaForCausalLM(config, ops, fp8)
-    for module in model.modules():
-        for name, param in list(module.named_parameters(recurse=False)):
-            if not keeps_dtype(module, name):
-                setattr(module, name, nn.Parameter(param.to(dtype), requires_grad=False))
-    model = model.to_empty(device=device)
-    if device.type == "cpu":
-        transpose_linear_storage(model)
-    model.rotary.reset(device)
-    return model.eval().requires_grad_(False)
-
-
-def transpose_linear_storage(model: nn.Module) -> None:
-    """Store each linear weight as [in, out] in memory, still seen as [out, in].
-
-    F.linear on such a view runs as x @ W with W row-major, which MKL does up to 1.5x
-    faster on the CPU at decode and small-batch shapes (measured for SmolLM2's shapes).
-    The loader copies into the view as usual.
-    """
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            w = module.weight
-            module.weight = nn.Parameter(
-                torch.empty(w.shape[1], w.shape[0], dtype=w.dtype, device=w.device).t(),
-                requires_grad=False,
-            )
-
-
-def param_target(hf_name: str, config: ModelConfig) -> tuple[str, slice | None] | None:
-    """Where an HF tensor goes in our model: (parameter name, rows of a fused matrix)."""
-    if hf_name == "lm_head.weight":
-        return None if config.tie_word_embeddings else ("lm_head.weight", None)
-    if hf_name.startswith("model.") and not hf_name.startswith("model.layers."):
-        return hf_name[len("model."):], None
-    m = _LAYER.fullmatch(hf_name)
-    if m is None:
-        return None
-    prefix, rest = f"layers.{m.group(1)}.", m.group(2)
-    q, kv, inter = config.q_size, config.kv_size, config.intermediate_size
-    fused = {
-        "self_attn.q_proj": ("self_attn.qkv_proj", slice(0, q)),
-        "self_attn.k_proj": ("self_attn.qkv_proj", slice(q, q + kv)),
-        "self_attn.v_proj": ("self_attn.qkv_proj", slice(q + kv, q + 2 * kv)),
-        "mlp.gate_proj": ("mlp.gate_up_proj", slice(0, inter)),
-        "mlp.up_proj": ("mlp.gate_up_proj", slice(inter, 2 * inter)),
-    }
-    module, _, kind = rest.rpartition(".")
-    if kind == "weight_scale_inv":  # block-scaled checkpoints: also a dequantization factor
-        kind = "weight_scale"
-    if module in fused:
-        target, rows = fused[module]
-        return f"{prefix}{target}.{kind}", rows
-    return f"{prefix}{module}.{kind}", None
-
-
-def copy_weights(
-    model: LlamaForCausalLM, tensors: Iterable[tuple[str, torch.Tensor, int]], source: Path
-) -> None:
-    """Copy HF-named tensors into the model; every parameter must be filled exactly.
-
-    Each item is (name, rows of the tensor, index of the first row), so a loader may
-    stream a big matrix in blocks of rows.
-    """
-    params = dict(model.named_parameters())
-    filled: dict[str, int] = {}
-    for name, tensor, first_row in tensors:
-        target = param_target(name, model.config)
-        if target is None:
-            continue
-        pname, rows = target
-        if pname not in params:
-            raise ValueError(f"{source}: unexpected tensor {name} for this config")
-        kind = name.rpartition(".")[2]
-        if kind in SCALE_NAMES:
-            module = model.get_submodule(pname.rpartition(".")[0])
-            filled[pname] = filled.get(pname, 0) + copy_scale(
-                params[pname].data, kind, tensor, rows, module.block_size, pname in filled)
-            continue
-        dest = params[pname].data if rows is None else params[pname].data[rows]
-        if dest.dtype == torch.float8_e4m3fn and tensor.dtype != dest.dtype:
-            raise ValueError(f"{source}: {name} is {tensor.dtype}, but the checkpoint's "
-                             "quantization_config says its weights are float8_e4m3fn")
-        if tensor.dim() > 1:
-            dest = dest[first_row : first_row + tensor.shape[0]]
-        if tuple(dest.shape) != tuple(tensor.shape):
-            raise ValueError(
-                f"{source}: tensor {name} has shape {tuple(tensor.shape)}, "
-                f"expected {tuple(dest.shape)}"
-            )
-        dest.copy_(tensor)
-        filled[pname] = filled.get(pname, 0) + dest.numel()
-    missing = [n for n, p in params.items() if filled.get(n, 0) != p.numel()]
-    if missing:
-        raise ValueError(f"{source}: checkpoint lacks tensors for {', '.join(missing[:5])}")

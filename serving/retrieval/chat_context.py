@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from serving.errors import APIError, bad_request
-from serving.protocol import parse_json_body, parse_request
+from serving.requests import parse_json_body, parse_request
 from serving.retrieval.handlers import client_errors
-from serving.retrieval.protocol import ChatRag, last_user_text
+from serving.retrieval.requests import ChatRag, last_user_text
 from serving.state import ServerState
 
 

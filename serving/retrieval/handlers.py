@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from aiohttp import BodyPartReader, web
 
 from serving.errors import APIError, bad_request
-from serving.protocol import parse_request
 from serving.request_keys import MODEL, PROMPT, USAGE
+from serving.requests import parse_request
 from serving.retrieval.files import FileError
-from serving.retrieval.protocol import (
+from serving.retrieval.requests import (
     ChunksRequest,
     CreateRagRequest,
     RetrieveRequest,

@@ -14,7 +14,7 @@ from typing import Any
 from serving.retrieval.chunking import check_sizes, chunk_text
 from serving.retrieval.files import FileRecord, FileStore
 from serving.retrieval.store import Hit, VectorStore, check_collection_name
-from serving.state import ServedEncoder
+from serving.served import ServedEncoder
 
 DEFAULT_RAG_PROMPT = (
     "Use the following pieces of context to answer the user's question.\n"

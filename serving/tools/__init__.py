@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from serving.tools.definitions import ToolRequest, tool_request
 from serving.tools.formats import HermesFormat, ToolCallFormat, format_for_template
 from serving.tools.prompt import prepare_messages, template_knows_tools
 from serving.tools.results import ParsedMessage, ToolStreamer, finish_reason, parse_message
-from serving.tools.spec import ToolRequest, tool_request
 
 
 @dataclass

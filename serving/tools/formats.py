@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from serving.tools.spec import Function, ToolRequest
+from serving.tools.definitions import Function, ToolRequest
 
 _DECODER = json.JSONDecoder()
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from serving.tools.definitions import ToolRequest
 from serving.tools.formats import HermesFormat, ToolCallFormat
-from serving.tools.spec import ToolRequest
 
 
 def template_knows_tools(template: str | None) -> bool:

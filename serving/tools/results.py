@@ -7,8 +7,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from serving.tools.definitions import ToolRequest
 from serving.tools.formats import PartialCall, Scan, ToolCallFormat
-from serving.tools.spec import ToolRequest
 
 
 def call_id() -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import LLM, AsyncEngine, EngineConfig, SamplingParams
+from engine import LLM, AsyncEngine, EngineConfig, InvalidRequest, SamplingParams
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def test_concurrent_streams_match_offline(engine: AsyncEngine, tiny_llama: Path)
 
     async def consume(i: int) -> tuple[list[list[int]], str]:
         seen = []
-        async for out in engine.add_request(f"r{i}", prompts[i], params):
+        async for out in await engine.add_request(f"r{i}", prompts[i], params):
             seen.append(list(out.outputs[0].token_ids))
         return seen, out.outputs[0].finish_reason
 
@@ -34,10 +34,10 @@ def test_concurrent_streams_match_offline(engine: AsyncEngine, tiny_llama: Path)
     results = asyncio.run(main())
     offline = LLM(str(tiny_llama)).generate(prompts, params)
     for (seen, reason), ref in zip(results, offline, strict=True):
-        assert seen[-1] == ref.outputs[0].token_ids
+        # DELTA outputs: token by token, each holding only the new one.
+        assert [len(s) for s in seen] == [1] * 10
+        assert [t for s in seen for t in s] == ref.outputs[0].token_ids
         assert reason == "length"
-        # Outputs arrive token by token, each extending the last.
-        assert [len(s) for s in seen] == list(range(1, 11))
 
 
 def test_closing_a_stream_aborts_and_frees_blocks(engine: AsyncEngine) -> None:
@@ -46,9 +46,11 @@ def test_closing_a_stream_aborts_and_frees_blocks(engine: AsyncEngine) -> None:
 
     async def main() -> None:
         try:
-            stream = engine.add_request("long", list(range(3, 40)), SamplingParams(max_tokens=200))
+            stream = await engine.add_request("long", list(range(3, 40)), SamplingParams(max_tokens=200))
+            received = 0
             async for out in stream:
-                if len(out.outputs[0].token_ids) >= 3:
+                received += len(out.outputs[0].token_ids)
+                if received >= 3:
                     break  # a client that goes away
             await stream.aclose()
             for _ in range(50):  # the abort lands between steps
@@ -66,7 +68,7 @@ def test_closing_a_stream_aborts_and_frees_blocks(engine: AsyncEngine) -> None:
 def test_abort_while_waiting_ends_the_stream(engine: AsyncEngine) -> None:
     async def main() -> list:
         try:
-            stream = engine.add_request("w", [5, 6, 7], SamplingParams(max_tokens=50))
+            stream = await engine.add_request("w", [5, 6, 7], SamplingParams(max_tokens=50))
             engine.abort("w")
             return [out async for out in stream]
         finally:
@@ -80,11 +82,15 @@ def test_abort_while_waiting_ends_the_stream(engine: AsyncEngine) -> None:
 def test_bad_input_raises_before_queueing(engine: AsyncEngine) -> None:
     async def main() -> None:
         try:
-            with pytest.raises(ValueError, match="empty"):
-                engine.add_request("e", [], SamplingParams())
-            with pytest.raises(ValueError, match="context"):
-                engine.add_request("big", [5] * 10_000, SamplingParams())
-            assert engine.num_active == 0
+            with pytest.raises(InvalidRequest, match="empty") as e:
+                await engine.add_request("e", [], SamplingParams())
+            assert e.value.param == "prompt"
+            with pytest.raises(InvalidRequest, match="context"):
+                await engine.add_request("big", [5] * 10_000, SamplingParams())
+            with pytest.raises(InvalidRequest, match="logit_bias") as e:
+                await engine.add_request("bias", [5], SamplingParams(logit_bias={10**6: 1.0}))
+            assert e.value.param == "logit_bias"
+            assert engine.num_active == 0 and engine.stats().num_waiting == 0
         finally:
             await engine.shutdown()
 
@@ -95,7 +101,7 @@ def test_grammars_compile_off_the_event_loop(engine: AsyncEngine) -> None:
     from engine import GuidedDecoding
 
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
-    good = SamplingParams(guided=GuidedDecoding(json_schema=schema))
+    good = SamplingParams(guided=GuidedDecoding(json_schema=schema), max_tokens=2)
     bad = SamplingParams(guided=GuidedDecoding(json_schema={"type": "no-such-type"}))
     loop_thread = []
 
@@ -104,9 +110,11 @@ def test_grammars_compile_off_the_event_loop(engine: AsyncEngine) -> None:
 
         loop_thread.append(threading.get_ident())
         try:
-            await engine.compile_guided(good)
-            with pytest.raises(ValueError, match="guided"):
-                await engine.compile_guided(bad)
+            async for _ in await engine.add_request("good", [5, 6], good):
+                pass
+            with pytest.raises(InvalidRequest, match="guided") as e:
+                await engine.add_request("bad", [5, 6], bad)
+            assert e.value.param == "guided"
         finally:
             await engine.shutdown()
 
@@ -122,5 +130,5 @@ def test_grammars_compile_off_the_event_loop(engine: AsyncEngine) -> None:
 
     grammars._compile = spy
     asyncio.run(main())
-    assert grammars.num_cached == 1  # the good one, ready for add_request
-    assert compiled_in and all(t != loop_thread[0] for t in compiled_in)
+    assert grammars.num_cached == 1  # the good one
+    assert len(compiled_in) == 2 and all(t != loop_thread[0] for t in compiled_in)

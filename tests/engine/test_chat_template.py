@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from engine.chat_template import (
+from engine.tokenizer.chat_template import (
     CHATML_TEMPLATE,
     LLAMA2_TEMPLATE,
     LLAMA3_TEMPLATE,
@@ -159,7 +159,7 @@ def test_smollm2_template_matches_transformers(smollm2_gguf: Path) -> None:
     import gguf
     from transformers import AutoTokenizer
 
-    from engine.tokenizer import Tokenizer
+    from engine.tokenizer.tokenizer import Tokenizer
 
     reader = gguf.GGUFReader(str(smollm2_gguf))
     tok = Tokenizer.from_gguf_metadata(

@@ -10,7 +10,7 @@ import torch
 
 from engine import LLM, SamplingParams
 from engine.engine_core import EngineCore
-from engine.kv_budget import kv_bytes_per_token
+from engine.worker.kv_budget import kv_bytes_per_token
 
 NUM_REQUESTS = 24
 
@@ -42,7 +42,7 @@ def run_together(path: Path, workload, **engine_args) -> tuple[list[list[int]], 
     llm = LLM(str(path), **engine_args)
     prompts, params = workload
     outs = llm.generate(prompts, params)
-    return [o.outputs[0].token_ids for o in outs], llm.engine
+    return [o.outputs[0].token_ids for o in outs], llm.llm_engine.core
 
 
 def test_batched_equals_alone(tiny_llama: Path, workload, alone) -> None:
@@ -69,7 +69,7 @@ def test_chunked_prefill_keeps_outputs(tiny_llama: Path, workload, alone) -> Non
 
 def test_prefix_cache_computes_only_new_tokens(tiny_llama: Path) -> None:
     llm = LLM(str(tiny_llama))
-    engine = llm.engine
+    engine = llm.llm_engine.core
     prefix = [(i * 37) % 300 + 3 for i in range(64)]  # 4 full blocks of 16
     params = SamplingParams(temperature=0, max_tokens=5, ignore_eos=True)
     first = llm.generate(prefix + [11, 12, 13], params)[0]
@@ -97,15 +97,15 @@ def test_parallel_samples_share_prompt_and_differ(tiny_llama: Path) -> None:
     llm = LLM(str(tiny_llama))
     prompt = [5, 9, 13, 17, 21, 25, 29, 33, 37, 41]
     params = SamplingParams(temperature=1.0, n=4, max_tokens=12, seed=3, ignore_eos=True)
-    before = llm.engine.stats.computed_tokens
+    before = llm.llm_engine.core.stats.computed_tokens
     out = llm.generate(prompt, params)[0]
     assert len(out.outputs) == 4
     assert len({tuple(o.token_ids) for o in out.outputs}) > 1
     # The prompt was computed once; each sample then decoded its own 11 further tokens.
-    assert llm.engine.stats.computed_tokens - before == len(prompt) + 4 * 11
+    assert llm.llm_engine.core.stats.computed_tokens - before == len(prompt) + 4 * 11
     again = llm.generate(prompt, params)[0]
     assert [o.token_ids for o in again.outputs] == [o.token_ids for o in out.outputs]
-    assert llm.engine.block_manager.num_free_blocks == llm.engine.block_manager.num_blocks
+    assert llm.llm_engine.core.block_manager.num_free_blocks == llm.llm_engine.core.block_manager.num_blocks
 
 
 def test_best_of_returns_most_likely(tiny_llama: Path) -> None:
@@ -133,29 +133,34 @@ def test_seeded_sampling_ignores_batch_company(tiny_llama: Path, workload) -> No
 
 def test_abort_at_each_stage_frees_blocks(tiny_llama: Path) -> None:
     llm = LLM(str(tiny_llama), max_num_batched_tokens=16, max_num_seqs=3)
-    engine = llm.engine
-    bm = engine.block_manager
+    engine = llm.llm_engine
+    core = engine.core
+    bm = core.block_manager
     start = bm.num_free_blocks
     params = SamplingParams(temperature=0, max_tokens=30, ignore_eos=True)
-    engine.add_request("decoding", list(range(3, 20)), params)
-    engine.add_request("prefilling", list(range(3, 60)), params)
-    engine.add_request("forked", list(range(3, 12)), SamplingParams(n=3, max_tokens=30))
-    engine.add_request("waiting", list(range(3, 10)), params)  # FCFS: behind "forked"
+    for request_id, ids, p in [
+        ("decoding", list(range(3, 20)), params),
+        ("prefilling", list(range(3, 60)), params),
+        ("forked", list(range(3, 12)), SamplingParams(n=3, max_tokens=30)),
+        ("waiting", list(range(3, 10)), params),  # FCFS: behind "forked"
+    ]:
+        engine.add_request(request_id, engine.validate(ids, p))
     for _ in range(3):
         engine.step()
-    stages = {r.request_id: r.seqs[0].status.value for r in engine.requests.values()}
+    stages = {r.request_id: r.seqs[0].status.value for r in core.requests.values()}
     assert stages["waiting"] == "waiting"
-    prefilling = engine.requests["prefilling"].seqs[0]
+    prefilling = core.requests["prefilling"].seqs[0]
     assert 0 < prefilling.num_computed_tokens < prefilling.num_tokens
-    assert engine.requests["decoding"].seqs[0].output_token_ids
+    assert core.requests["decoding"].seqs[0].output_token_ids
     for request_id in ["decoding", "prefilling", "waiting"]:
-        out = engine.abort_request(request_id)
+        out = engine.abort(request_id)
         assert out is not None and out.finished
         assert out.outputs[0].finish_reason == "abort"
-    while engine.requests["forked"].forked is False:
+    while core.requests["forked"].forked is False:
         engine.step()
     assert bm.num_free_blocks < start
-    engine.abort_request("forked")
+    out = engine.abort("forked")
+    assert out is not None and [o.finish_reason for o in out.outputs] == ["abort"] * 3
     assert not engine.has_unfinished()
     assert bm.num_free_blocks == start
     bm.check_invariants([])
@@ -172,4 +177,4 @@ def test_sequence_outgrowing_the_cache_ends_with_length(tiny_llama: Path) -> Non
     # Every token but the last sampled one needs a slot in the 64-token cache.
     assert 10 + len(long.outputs[0].token_ids) - 1 <= 64
     assert short.outputs[0].token_ids and len(short.outputs[0].token_ids) == 5
-    assert llm.engine.block_manager.num_free_blocks == 4
+    assert llm.llm_engine.core.block_manager.num_free_blocks == 4

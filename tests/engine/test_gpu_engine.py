@@ -37,7 +37,7 @@ def test_cuda_graphs_match_eager(smollm2_gguf: Path) -> None:
 
 def test_chat_answer_through_triton_and_graphs(smollm2_gguf: Path) -> None:
     llm = LLM(str(smollm2_gguf), device="cuda", kernel_backend="triton")
-    assert llm.engine.runner.graphs is not None
+    assert llm.llm_engine.core.runner.graphs is not None
     out = llm.chat([{"role": "user", "content": "What is the capital of France?"}],
                    SamplingParams(temperature=0, max_tokens=16))
     assert "Paris" in out[0].outputs[0].text

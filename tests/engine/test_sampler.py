@@ -7,13 +7,13 @@ from collections import Counter
 import pytest
 import torch
 
-from engine.sampler import (
+from engine.sampling_params import SamplingParams
+from engine.worker.sampler import (
     Sampler,
     SamplingMetadata,
     apply_penalties,
     filter_logits,
 )
-from engine.sampling_params import SamplingParams
 
 NEG_INF = float("-inf")
 EOS = frozenset({0})

@@ -39,7 +39,7 @@ def test_chat_stops_at_end_of_turn(llm: LLM) -> None:
 
 
 def test_registered_name_resolves(smollm2_gguf: Path) -> None:
-    from engine.model.loader import resolve_model_path
+    from engine.model.checkpoint import resolve_model_path
     from weights import model_path
 
     if model_path("smollm2-135m-instruct") != smollm2_gguf:

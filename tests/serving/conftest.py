@@ -166,7 +166,8 @@ class Api:
 
 async def make_api(aiohttp_client: Any, engine: AsyncEngine, **settings: Any) -> Api:
     from serving.app import make_app
-    from serving.state import ServedModel, ServerSettings, ServerState
+    from serving.served import ServedModel
+    from serving.state import ServerSettings, ServerState
 
     settings.setdefault("api_key", API_KEY)
     state = ServerState([ServedModel(MODEL, engine, max_model_len=MAX_LEN)],

@@ -39,7 +39,8 @@ async def make_state_api(aiohttp_client: Any, engine: AsyncEngine, encoder_path:
     close afterwards (the encoder, the retrieval service)."""
     from serving.app import make_app
     from serving.retrieval.service import RetrievalService, RetrievalSettings
-    from serving.state import ServedEncoder, ServedModel, ServerSettings, ServerState
+    from serving.served import ServedEncoder, ServedModel
+    from serving.state import ServerSettings, ServerState
 
     encoder = AsyncSentenceEncoder(str(encoder_path))
     served = ServedEncoder(encoder_name, encoder, aliases=[f"{encoder_name}-alias"])

@@ -24,7 +24,8 @@ from aiohttp.test_utils import TestClient
 from engine import AsyncEngine, EngineConfig
 from serving.app import make_app
 from serving.request_keys import MODEL, PROMPT, TOKEN_TIMES, TTFT_S, USAGE
-from serving.state import ServedModel, ServerSettings, ServerState
+from serving.served import ServedModel
+from serving.state import ServerSettings, ServerState
 from tests.conftest import REPO, make_tiny_llama
 
 KEY = "sk-test-key"

@@ -1,4 +1,4 @@
-"""serving.protocol and the response builders, without a model: parsing, validation (every
+"""serving.requests and the response builders, without a model: parsing, validation (every
 error names its `param`), the SamplingParams mapping, logprob shapes, deltas and merging."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from serving.chat import chat_chunk, chat_logprobs, chat_response
 from serving.completions import completion_chunk, completion_logprobs
 from serving.errors import APIError
 from serving.generation import DeltaTracker, ResponseMeta, merge, undecided_length
-from serving.protocol import (
+from serving.requests import (
     ChatCompletionRequest,
     CompletionRequest,
     parse_request,

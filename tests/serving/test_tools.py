@@ -47,7 +47,8 @@ def long_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 async def api(aiohttp_client: Any, long_model: Path) -> AsyncIterator[Api]:
     from serving.app import make_app
-    from serving.state import ServedModel, ServerSettings, ServerState
+    from serving.served import ServedModel
+    from serving.state import ServerSettings, ServerState
 
     engine = AsyncEngine(EngineConfig(str(long_model), max_model_len=LONG))
     state = ServerState([ServedModel(MODEL, engine, max_model_len=LONG)],

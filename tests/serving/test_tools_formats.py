@@ -8,9 +8,9 @@ import json
 import pytest
 import xgrammar as xgr
 
+from serving.tools.definitions import tool_request
 from serving.tools.formats import HermesFormat, Llama3JsonFormat, ToolCallFormat
 from serving.tools.results import ToolStreamer, parse_message
-from serving.tools.spec import tool_request
 
 ARGS = {"type": "object", "properties": {"q": {"type": "string"}, "n": {"type": "integer"}},
         "required": ["q", "n"]}

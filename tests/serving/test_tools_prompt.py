@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from engine.chat_template import CHATML_TEMPLATE, LLAMA3_TEMPLATE, render_chat
+from engine.tokenizer.chat_template import CHATML_TEMPLATE, LLAMA3_TEMPLATE, render_chat
 from serving.tools import plan_tools, prepare_messages, tool_request
 from serving.tools.formats import HermesFormat, Llama3JsonFormat
 

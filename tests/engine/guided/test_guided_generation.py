@@ -105,7 +105,7 @@ def test_preempted_sequences_stay_valid(tmp_path: Path) -> None:
     guided = GuidedDecoding(json_schema=NESTED)
     outs = llm.generate(["a b", "c d", "e f", "g h"],
                         SamplingParams(max_tokens=200, seed=5, guided=guided))
-    assert llm.engine.scheduler.num_preemptions > 0
+    assert llm.llm_engine.core.scheduler.num_preemptions > 0
     for o in outs:
         jsonschema.validate(strict_json(o.outputs[0].text), NESTED)
 
@@ -131,18 +131,18 @@ def test_invalid_schema_is_a_value_error(llm: LLM) -> None:
     with pytest.raises(ValueError, match="^guided.json_schema cannot be compiled") as err:
         llm.generate("a", SamplingParams(guided=GuidedDecoding(json_schema={"type": "bogus"})))
     assert "bogus" in str(err.value) and ".cc:" not in str(err.value)  # no C++ locations
-    assert not llm.engine.has_unfinished()
+    assert not llm.llm_engine.core.has_unfinished()
 
 
 def test_compiled_grammars_are_cached(llm: LLM) -> None:
-    backend = llm.engine.grammars
+    backend = llm.llm_engine.core.grammars
     first = backend.compile(GuidedDecoding(json_schema={"type": "object", "required": []}))
     again = backend.compile(GuidedDecoding(json_schema={"required": [], "type": "object"}))
     assert first is again
 
 
 def test_masks_leave_free_rows_alone(llm: LLM) -> None:
-    compiled = llm.engine.grammars.compile(GuidedDecoding(json_object=True))
+    compiled = llm.llm_engine.core.grammars.compile(GuidedDecoding(json_object=True))
     logits = torch.randn(3, llm.model_config.vocab_size)
     before = logits.clone()
     apply_grammar_masks(logits, [None, GrammarState(compiled), None])

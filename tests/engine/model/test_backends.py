@@ -14,9 +14,9 @@ import torch
 
 import kernels
 from engine import EngineConfig
-from engine.model.backend import select_ops
 from engine.model.loader import load_model
-from engine.model_runner import ModelRunner, SequenceChunk
+from engine.worker.kernel_backend import select_ops
+from engine.worker.model_runner import ModelRunner, SequenceChunk
 
 BLOCK = 4
 TABLE_A = [6, 1, 9, 3]  # out of order on purpose

@@ -63,7 +63,7 @@ def test_unknown_dummy_source_lists_the_shapes() -> None:
 
 def test_dummy_weights_are_finite_in_bfloat16(config_only: Path) -> None:
     llm = LLM(str(config_only), load_format="dummy", dtype="bfloat16")
-    for name, p in llm.engine.runner.model.named_parameters():
+    for name, p in llm.llm_engine.core.runner.model.named_parameters():
         assert torch.isfinite(p.float()).all(), name
     out = llm.generate([[1, 2, 3]], SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))
     assert len(out[0].outputs[0].token_ids) == 3

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from engine.model.fp8 import Fp8Linear, Fp8Spec
 from engine.model.loader import load_model
-from engine.model_runner import ModelRunner
+from engine.worker.model_runner import ModelRunner
 from tests.conftest import make_tiny_llama
 from tests.engine.model.test_parity import PROMPT, our_logits
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine.model.loader import load_model
-from engine.model_runner import ModelRunner, SequenceChunk
+from engine.worker.model_runner import ModelRunner, SequenceChunk
 
 TEXT = (
     "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "

@@ -111,7 +111,7 @@ def test_gguf_f32_logits_match_transformers(tiny_llama: Path, tmp_path: Path) ->
     """Through rope_freqs and tied embeddings, an F32 GGUF gives transformers' logits."""
     from transformers import LlamaForCausalLM
 
-    from engine.model_runner import ModelRunner
+    from engine.worker.model_runner import ModelRunner
     from tests.engine.model.test_parity import PROMPT, our_logits
 
     path = write_gguf(tiny_llama, tmp_path / "m.gguf", Q.F32, rope_freqs=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from engine.model.loader import load_model
-from engine.model_runner import ModelRunner, SequenceChunk
+from engine.worker.model_runner import ModelRunner, SequenceChunk
 
 PROMPT = [5, 17, 42, 99, 3, 250, 7, 7, 120, 64, 1, 300]
 

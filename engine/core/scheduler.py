@@ -15,8 +15,9 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from engine.block_manager import BlockCopy, BlockManager, NoFreeBlocks
-from engine.request import Request, Sequence, SequenceStatus
+from engine.core.block_manager import BlockCopy, BlockManager, NoFreeBlocks
+from engine.core.request import Request, SequenceState, SequenceStatus
+from engine.errors import InvalidRequest
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class SchedulerConfig:
 
 @dataclass
 class ScheduledSequence:
-    seq: Sequence
+    seq: SequenceState
     num_new_tokens: int
 
     @property
@@ -51,8 +52,8 @@ class ScheduledSequence:
 class SchedulerOutput:
     scheduled: list[ScheduledSequence] = field(default_factory=list)
     blocks_to_copy: list[BlockCopy] = field(default_factory=list)
-    preempted: list[Sequence] = field(default_factory=list)
-    dropped: list[Sequence] = field(default_factory=list)  # finished: can never fit the pool
+    preempted: list[SequenceState] = field(default_factory=list)
+    dropped: list[SequenceState] = field(default_factory=list)  # finished: can never fit the pool
 
     @property
     def num_batched_tokens(self) -> int:
@@ -63,33 +64,31 @@ class Scheduler:
     def __init__(self, config: SchedulerConfig, block_manager: BlockManager) -> None:
         self.config = config
         self.bm = block_manager
-        self.waiting: deque[Sequence] = deque()
-        self.running: list[Sequence] = []
+        self.waiting: deque[SequenceState] = deque()
+        self.running: list[SequenceState] = []
         self.num_preemptions = 0
 
     # ---- admission -----------------------------------------------------------------------
 
-    def check_fits(self, num_prompt_tokens: int) -> None:
-        """Reject, up front, a prompt that could never be scheduled."""
+    def check_admissible(self, num_prompt_tokens: int, num_samples: int) -> None:
+        """Reject, up front, a request that could never be scheduled."""
         capacity = self.bm.num_blocks * self.bm.block_size
         if num_prompt_tokens + 1 > capacity:
-            raise ValueError(
-                f"prompt has {num_prompt_tokens} tokens but the KV cache holds only {capacity}"
-            )
+            raise InvalidRequest(
+                f"prompt has {num_prompt_tokens} tokens but the KV cache holds only {capacity}",
+                "prompt")
         budget = self.config.max_num_batched_tokens
         if not self.config.enable_chunked_prefill and num_prompt_tokens > budget:
-            raise ValueError(
+            raise InvalidRequest(
                 f"prompt has {num_prompt_tokens} tokens, more than max_num_batched_tokens "
-                f"({budget}) with chunked prefill off"
-            )
+                f"({budget}) with chunked prefill off", "prompt")
+        if num_samples > self.config.max_num_seqs:
+            raise InvalidRequest(
+                f"the request asks for {num_samples} samples (n / best_of) but "
+                f"max_num_seqs is {self.config.max_num_seqs}", "n")
 
     def add_request(self, request: Request) -> None:
-        self.check_fits(len(request.prompt_token_ids))
-        if request.num_samples > self.config.max_num_seqs:
-            raise ValueError(
-                f"the request asks for {request.num_samples} samples (n / best_of) but "
-                f"max_num_seqs is {self.config.max_num_seqs}"
-            )
+        """Queue a request that passed check_admissible."""
         self.waiting.append(request.seqs[0])  # the other samples fork from it later
 
     @property
@@ -105,7 +104,7 @@ class Scheduler:
             self._schedule_waiting(out, budget)
         return out
 
-    def _chunk(self, seq: Sequence, num_computed: int, budget: int) -> int:
+    def _chunk(self, seq: SequenceState, num_computed: int, budget: int) -> int:
         """New tokens to compute for `seq` within `budget`; 0 if it must wait.
 
         A preempted sequence may recompute in chunks even with chunked prefill off: its
@@ -135,7 +134,7 @@ class Scheduler:
             i += 1
         return budget
 
-    def _allocate_or_preempt(self, seq: Sequence, num_new: int, out: SchedulerOutput) -> bool:
+    def _allocate_or_preempt(self, seq: SequenceState, num_new: int, out: SchedulerOutput) -> bool:
         while True:
             try:
                 out.blocks_to_copy += self.bm.allocate_slots(
@@ -149,7 +148,7 @@ class Scheduler:
                 if victim is seq:
                     return False
 
-    def _preempt(self, seq: Sequence) -> None:
+    def _preempt(self, seq: SequenceState) -> None:
         self.bm.free_table(seq.block_table)
         seq.num_computed_tokens = 0
         seq.status = SequenceStatus.WAITING
@@ -188,7 +187,7 @@ class Scheduler:
             out.scheduled.append(ScheduledSequence(seq, num_new))
             budget -= num_new
 
-    def _drop_unfittable(self, seq: Sequence, out: SchedulerOutput) -> None:
+    def _drop_unfittable(self, seq: SequenceState, out: SchedulerOutput) -> None:
         self.waiting.popleft()
         seq.finish(SequenceStatus.FINISHED_LENGTH)
         out.dropped.append(seq)
@@ -198,15 +197,15 @@ class Scheduler:
     def update_from_output(
         self,
         out: SchedulerOutput,
-        sampled: dict[Sequence, list[int]],
+        sampled: dict[SequenceState, list[int]],
         eos_token_ids: frozenset[int],
-    ) -> list[Sequence]:
+    ) -> list[SequenceState]:
         """Advance computed counts, append sampled tokens (forking parallel samples), stop.
 
         `sampled[seq]` holds one token, or for a request's first sequence finishing its
         prompt, one token per sample. Returns every sequence that got a new token.
         """
-        updated: list[Sequence] = []
+        updated: list[SequenceState] = []
         for item in out.scheduled:
             seq = item.seq
             seq.num_computed_tokens += item.num_new_tokens
@@ -225,7 +224,7 @@ class Scheduler:
                     self._release(target)
         return updated
 
-    def _fork(self, leader: Sequence) -> list[Sequence]:
+    def _fork(self, leader: SequenceState) -> list[SequenceState]:
         """The request's other samples share the leader's prompt blocks from now on."""
         siblings = [s for s in leader.request.seqs if s is not leader]
         at = self.running.index(leader) + 1
@@ -237,18 +236,18 @@ class Scheduler:
         self.running[at:at] = siblings
         return [leader, *siblings]
 
-    def finish(self, seq: Sequence, status: SequenceStatus, reason: str | int | None = None) -> None:
+    def finish(self, seq: SequenceState, status: SequenceStatus, reason: str | int | None = None) -> None:
         """End a sequence from outside (a stop string matched, an abort)."""
         if seq.status.finished:
             return
         seq.finish(status, reason)
         self._release(seq)
 
-    def abort_seqs(self, seqs: Iterable[Sequence]) -> None:
+    def abort_seqs(self, seqs: Iterable[SequenceState]) -> None:
         for seq in seqs:
             self.finish(seq, SequenceStatus.FINISHED_ABORTED)
 
-    def _release(self, seq: Sequence) -> None:
+    def _release(self, seq: SequenceState) -> None:
         if seq in self.running:
             self.running.remove(seq)
         elif seq in self.waiting:

@@ -1,7 +1,7 @@
 """Requests and their sequences as they move through the engine (pure Python, no torch).
 
 A Request holds one prompt and its parameters; each parallel sample (`n`, `best_of`) is a
-Sequence with its own output tokens, KV block table and random stream. Only the first
+SequenceState with its own output tokens, KV block table and random stream. Only the first
 sequence is scheduled for the prompt; the others fork from it once the prompt is computed,
 sharing its KV blocks.
 """
@@ -36,7 +36,7 @@ class SequenceStatus(enum.Enum):
 
 
 @dataclass(eq=False)
-class Sequence:
+class SequenceState:
     """One sample being generated: tokens so far, KV blocks, and why it ended."""
 
     seq_id: int
@@ -48,9 +48,6 @@ class Sequence:
     num_computed_tokens: int = 0  # tokens whose K/V are in the cache
     block_table: list[int] = field(default_factory=list)
     generator: Any = None  # the engine's per-sequence random stream (seeded requests)
-    detokenizer: Any = None
-    logprobs: list[Any] | None = None
-    cumulative_logprob: float = 0.0
     grammar: Any = None  # its GrammarState under guided decoding; dropped once finished
 
     @property
@@ -94,14 +91,12 @@ class Sequence:
 @dataclass(eq=False)
 class Request:
     request_id: str
-    prompt: str | None
     prompt_token_ids: list[int]
     params: SamplingParams
     arrival: float = 0.0
-    seqs: list[Sequence] = field(default_factory=list)
+    seqs: list[SequenceState] = field(default_factory=list)
     forked: bool = False  # whether the other samples have forked from the first
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache
-    hide_logprobs: bool = False  # computed for best_of ranking only, not asked for
 
     @property
     def num_samples(self) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from engine.tokenizer import Tokenizer
+from engine.tokenizer.tokenizer import Tokenizer
 
 # Tokens of left context decoded with the new ones (enough for any leading-space rule).
 _CONTEXT_TOKENS = 5
@@ -21,7 +21,8 @@ _REPLACEMENT = "\ufffd"
 
 
 class IncrementalDetokenizer:
-    """Turns one request's generated token ids into text deltas, honouring stop strings."""
+    """Turns one sequence's generated token ids into text deltas, honouring stop strings
+    (validated by SamplingParams)."""
 
     def __init__(
         self,
@@ -32,31 +33,25 @@ class IncrementalDetokenizer:
         stop: Sequence[str] = (),
         include_stop_str_in_output: bool = False,
     ) -> None:
-        stops = [stop] if isinstance(stop, str) else list(stop)
-        for s in stops:
-            if not isinstance(s, str) or not s:
-                raise ValueError(f"stop strings must be non-empty strings, got {s!r}")
         self._tokenizer = tokenizer
         self._skip_special = skip_special_tokens
-        self._stops = stops
+        self._stops = [stop] if isinstance(stop, str) else list(stop)
         self._include_stop = include_stop_str_in_output
         # Window of ids still needed: [_prefix, _read) is context already turned into text,
         # [_read, end) is not yet released.
         self._ids: list[int] = list(prompt_ids[-_CONTEXT_TOKENS:])
         self._prefix = 0
         self._read = len(self._ids)
-        self._text = ""  # output text: released + held back
-        self._released = 0  # characters of _text already returned
+        # Decoded text not yet released (a possible stop string's start). Released text is
+        # the caller's: nothing here grows with the output.
+        self._pending = ""
         self.finished = False
         self.stop_reason: str | None = None
 
     @property
-    def output_text(self) -> str:
-        """All output text so far (cut at the stop string once stopped), including text held
-        back and any undecodable trailing bytes (as U+FFFD)."""
-        if self.finished:
-            return self._text
-        return self._text + self._window_delta()[0]
+    def held_text(self) -> str:
+        """Decoded text held back (it may still become a stop string)."""
+        return self._pending
 
     def step(self, new_token_ids: Sequence[int]) -> str:
         """Add generated tokens; return the text that became safe to show."""
@@ -100,38 +95,37 @@ class IncrementalDetokenizer:
             self._read -= drop
 
     def _append(self, delta: str) -> None:
-        start = len(self._text)
-        self._text += delta
+        start = len(self._pending)
+        self._pending += delta
         if self._stops:
             self._check_stop(start)
 
     def _check_stop(self, new_start: int) -> None:
-        """Look for a stop string ending in the new text; the one completed first wins."""
+        """Look for a stop string ending in the new text; the one completed first wins.
+        A match cannot begin in released text: that was held back while it could."""
         best: tuple[int, int, str] | None = None
         for s in self._stops:
-            i = self._text.find(s, max(0, new_start - len(s) + 1))
+            i = self._pending.find(s, max(0, new_start - len(s) + 1))
             if i >= 0 and (best is None or (i + len(s), i) < best[:2]):
                 best = (i + len(s), i, s)
         if best is None:
             return
         end, start, s = best
-        self._text = self._text[: end if self._include_stop else start]
+        self._pending = self._pending[: end if self._include_stop else start]
         self.stop_reason = s
         self.finished = True
 
     def _release(self, final: bool) -> str:
-        end = len(self._text) if final else len(self._text) - self._held_length()
-        end = max(end, self._released)
-        out = self._text[self._released:end]
-        self._released = end
+        end = len(self._pending) if final else len(self._pending) - self._held_length()
+        out, self._pending = self._pending[:end], self._pending[end:]
         return out
 
     def _held_length(self) -> int:
-        """Length of the longest suffix of the text that begins some stop string."""
+        """Length of the longest suffix of the pending text that begins some stop string."""
         held = 0
         for s in self._stops:
-            for k in range(min(len(s) - 1, len(self._text)), held, -1):
-                if self._text.endswith(s[:k]):
+            for k in range(min(len(s) - 1, len(self._pending)), held, -1):
+                if self._pending.endswith(s[:k]):
                     held = k
                     break
         return held

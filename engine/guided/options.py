@@ -20,6 +20,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from engine.errors import InvalidRequest
+
 
 @dataclass(frozen=True, eq=False)
 class GuidedDecoding:
@@ -29,20 +31,21 @@ class GuidedDecoding:
 
     def __post_init__(self) -> None:
         if not isinstance(self.json_object, bool):
-            raise ValueError(  # noqa: TRY004 -- bad input is a ValueError (a 400)
-                f"guided.json_object must be a boolean, got {self.json_object!r}")
+            raise InvalidRequest(
+                f"guided.json_object must be a boolean, got {self.json_object!r}", "guided")
         for name in ("json_schema", "structural_tag"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, dict):
-                raise ValueError(f"guided.{name} must be a JSON object (a dict), got {value!r}")
+                raise InvalidRequest(
+                    f"guided.{name} must be a JSON object (a dict), got {value!r}", "guided")
         chosen = [self.json_object, self.json_schema is not None, self.structural_tag is not None]
         if sum(chosen) != 1:
-            raise ValueError("guided must set exactly one of json_object, json_schema, "
-                             "structural_tag")
+            raise InvalidRequest("guided must set exactly one of json_object, json_schema, "
+                                 "structural_tag", "guided")
         try:  # the cache key; also proves the value is plain JSON
             key = json.dumps([self.kind, self.value], sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"guided.{self.kind} is not valid JSON: {e}") from None
+            raise InvalidRequest(f"guided.{self.kind} is not valid JSON: {e}", "guided") from None
         object.__setattr__(self, "_key", key)
 
     @property

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 
 import xgrammar as xgr
 
+from engine.errors import InvalidRequest
+from engine.guided.options import GuidedDecoding
 from engine.guided.schema_fix import fix_schema
-from engine.guided.spec import GuidedDecoding
 
 if TYPE_CHECKING:
-    from engine.tokenizer import Tokenizer
+    from engine.tokenizer.tokenizer import Tokenizer
 
 MAX_CACHED_GRAMMARS = 256
 _CPP_PREFIX = re.compile(r"^(\[[^\]]*\]\s*)?(\S+\.(cc|h):\d+:\s*)?")
@@ -86,4 +87,5 @@ class GrammarBackend:
         except (RuntimeError, ValueError, TypeError) as e:
             # xgrammar's messages start with a time and a C++ source location: drop them.
             reason = _CPP_PREFIX.sub("", str(e).strip().splitlines()[0])
-            raise ValueError(f"guided.{spec.kind} cannot be compiled: {reason}") from None
+            raise InvalidRequest(f"guided.{spec.kind} cannot be compiled: {reason}",
+                                 "guided") from None

@@ -14,7 +14,7 @@ import tokenizers
 from tokenizers import AddedToken
 
 from engine.json_file import read_json
-from engine.tokenizer_backends import (
+from engine.tokenizer.backends import (
     Backend,
     SentencePieceBackend,
     TokenizersBackend,

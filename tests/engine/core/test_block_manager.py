@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.block_manager import BlockManager, NoFreeBlocks
+from engine.core.block_manager import BlockManager, NoFreeBlocks
 
 
 def snapshot(bm: BlockManager) -> tuple:

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.json_file import read_json
-from engine.tokenizer_backends import Backend, set_template_processor
-from engine.tokenizer_gguf import gguf_backend, gguf_special_ids, gguf_token, gguf_vocab
-from engine.tokenizer_hf import (
+from engine.tokenizer.backends import Backend, set_template_processor
+from engine.tokenizer.gguf import gguf_backend, gguf_special_ids, gguf_token, gguf_vocab
+from engine.tokenizer.hf import (
     dir_chat_template,
     hf_backend,
     named_token,

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.cuda_graphs import DecodeGraphs
 from engine.model.attention import AttentionMetadata
 from engine.model.llama import LlamaForCausalLM
+from engine.worker.cuda_graphs import DecodeGraphs
 
 
 @dataclass

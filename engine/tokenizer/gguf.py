@@ -14,7 +14,7 @@ from typing import Any
 import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
 
-from engine.tokenizer_backends import TokenizersBackend
+from engine.tokenizer.backends import TokenizersBackend
 
 logger = logging.getLogger(__name__)
 

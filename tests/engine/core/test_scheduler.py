@@ -14,10 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.block_manager import BlockManager
-from engine.request import Request, Sequence, SequenceStatus
+from engine.core.block_manager import BlockManager
+from engine.core.request import Request, SequenceState, SequenceStatus
+from engine.core.scheduler import Scheduler, SchedulerConfig, SchedulerOutput
+from engine.errors import InvalidRequest
 from engine.sampling_params import SamplingParams
-from engine.scheduler import Scheduler, SchedulerConfig, SchedulerOutput
 
 EOS = 0
 EOS_IDS = frozenset({EOS})
@@ -27,11 +28,11 @@ _ids = itertools.count()
 
 
 def make_request(prompt, *, n=1, best_of=None, max_tokens=16, **params) -> Request:
-    """A request as EngineCore builds it: one Sequence per sample, all still waiting."""
+    """A request as EngineCore builds it: one SequenceState per sample, all still waiting."""
     sp = SamplingParams(n=n, best_of=best_of, max_tokens=max_tokens, **params)
-    req = Request(f"req-{next(_ids)}", None, list(prompt), sp)
+    req = Request(f"req-{next(_ids)}", list(prompt), sp)
     for i in range(req.num_samples):
-        req.seqs.append(Sequence(next(_ids), req, i))
+        req.seqs.append(SequenceState(next(_ids), req, i))
     return req
 
 
@@ -60,7 +61,7 @@ class Model:
         self.s = scheduler
         self.next_token = itertools.count(1000)
 
-    def sample(self, out: SchedulerOutput, forced=None) -> dict[Sequence, list[int]]:
+    def sample(self, out: SchedulerOutput, forced=None) -> dict[SequenceState, list[int]]:
         sampled = {}
         for item in out.scheduled:
             if not item.completes:
@@ -73,19 +74,19 @@ class Model:
                 sampled[item.seq] = [next(self.next_token) for _ in range(count)]
         return sampled
 
-    def step(self, forced=None) -> tuple[SchedulerOutput, list[Sequence]]:
+    def step(self, forced=None) -> tuple[SchedulerOutput, list[SequenceState]]:
         out = self.s.schedule()
         updated = self.s.update_from_output(out, self.sample(out, forced), EOS_IDS)
         self.s.bm.check_invariants([seq.block_table for seq in self.s.running])
         return out, updated
 
 
-def chunks(out: SchedulerOutput) -> list[tuple[Sequence, int, int]]:
+def chunks(out: SchedulerOutput) -> list[tuple[SequenceState, int, int]]:
     """(sequence, start position, new tokens) per scheduled item, read before the update."""
     return [(item.seq, item.start_pos, item.num_new_tokens) for item in out.scheduled]
 
 
-def schedule(s: Scheduler) -> tuple[SchedulerOutput, list[tuple[Sequence, int, int]]]:
+def schedule(s: Scheduler) -> tuple[SchedulerOutput, list[tuple[SequenceState, int, int]]]:
     out = s.schedule()
     return out, chunks(out)
 
@@ -109,26 +110,28 @@ def test_config_rejects_non_positive_limits(field, value):
 
 def test_prompt_larger_than_the_cache_is_rejected_up_front():
     s = make_scheduler(num_blocks=4, block_size=4)  # 16 slots
-    with pytest.raises(ValueError, match=r"prompt has 16 tokens but the KV cache holds only 16"):
-        s.add_request(make_request(prompt(16)))  # no room for the token it must generate
-    with pytest.raises(ValueError, match="KV cache holds only 16"):
-        s.check_fits(100)
-    assert not s.has_unfinished
-    s.add_request(make_request(prompt(15)))  # 15 + 1 generated token fit exactly
-    assert len(s.waiting) == 1
+    with pytest.raises(InvalidRequest, match=r"prompt has 16 tokens but the KV cache holds only 16") as e:
+        s.check_admissible(16, 1)  # no room for the token it must generate
+    assert e.value.param == "prompt"
+    with pytest.raises(InvalidRequest, match="KV cache holds only 16"):
+        s.check_admissible(100, 1)
+    s.check_admissible(15, 1)  # 15 + 1 generated token fit exactly
 
 
 def test_prompt_over_budget_is_rejected_only_without_chunked_prefill():
     s = make_scheduler(budget=8, chunked=False)
-    with pytest.raises(ValueError, match=r"9 tokens, more than max_num_batched_tokens \(8\)"):
-        s.add_request(make_request(prompt(9)))
-    assert not s.waiting
-    s.add_request(make_request(prompt(8)))
-    assert len(s.waiting) == 1
+    with pytest.raises(InvalidRequest, match=r"9 tokens, more than max_num_batched_tokens \(8\)"):
+        s.check_admissible(9, 1)
+    s.check_admissible(8, 1)
+    make_scheduler(budget=8, chunked=True).check_admissible(9, 1)
 
-    chunked = make_scheduler(budget=8, chunked=True)
-    chunked.add_request(make_request(prompt(9)))
-    assert len(chunked.waiting) == 1
+
+def test_more_samples_than_sequence_slots_are_rejected_up_front():
+    s = make_scheduler(max_num_seqs=8)
+    s.check_admissible(4, 8)
+    with pytest.raises(InvalidRequest, match="asks for 9 samples") as e:
+        s.check_admissible(4, 9)
+    assert e.value.param == "n"
 
 
 def test_add_request_queues_only_the_first_sample():
@@ -800,17 +803,18 @@ class Simulation:
             not cfg.enable_chunked_prefill and len(tokens) > cfg.max_num_batched_tokens
         )
         try:
-            self.s.add_request(req)
-        except ValueError:
+            self.s.check_admissible(len(tokens), req.num_samples)
+        except InvalidRequest:
             assert never_fits
             return
         assert not never_fits
+        self.s.add_request(req)
         self.requests.append(req)
 
-    def slot(self, seq: Sequence, pos: int) -> tuple[int, int]:
+    def slot(self, seq: SequenceState, pos: int) -> tuple[int, int]:
         return seq.block_table[pos // self.bm.block_size], pos % self.bm.block_size
 
-    def verify(self, seq: Sequence, upto: int) -> None:
+    def verify(self, seq: SequenceState, upto: int) -> None:
         tokens = seq.all_token_ids
         for pos in range(upto):
             assert self.kv.get(self.slot(seq, pos)) == tuple(tokens[: pos + 1]), (seq, pos)
@@ -863,8 +867,8 @@ class Simulation:
                 assert writes.setdefault(self.slot(seq, pos), value) == value
         self.kv.update(writes)
 
-        sampled: dict[Sequence, list[int]] = {}
-        expected: list[Sequence] = []
+        sampled: dict[SequenceState, list[int]] = {}
+        expected: list[SequenceState] = []
         for item in out.scheduled:
             if item.completes:
                 req = item.seq.request

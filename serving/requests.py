@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from engine import GuidedDecoding, SamplingParams
 from serving.errors import APIError, bad_request
-from serving.tools.spec import ToolRequest, tool_request
+from serving.tools.definitions import ToolRequest, tool_request
 
 MAX_N = 128
 MAX_TOP_LOGPROBS = 20  # the engine's SamplingParams limit
