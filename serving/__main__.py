@@ -24,6 +24,7 @@ from serving.cli import (
     CLIError,
     EngineSummary,
     ServePlan,
+    check_model_paths,
     engine_summary,
     parse_args,
 )
@@ -143,6 +144,7 @@ async def serve(plan: ServePlan) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         plan = parse_args(argv)
+        check_model_paths(plan)
     except CLIError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -154,8 +154,6 @@ def embedding_plan(args: argparse.Namespace, specs: list[ModelSpec]
     except ValueError as e:
         raise CLIError(str(e)) from None
     explicit = args.embedding_model is not None or args.embedding_model_name is not None
-    if explicit:  # the default model may be missing: then the server runs without it
-        check_model_path(model, "--embedding-model")
     return EmbeddingSpec(names, model, explicit), retrieval
 
 
@@ -188,19 +186,21 @@ def model_specs(args: argparse.Namespace) -> list[ModelSpec]:
             if name in seen:
                 raise CLIError(f"model name {name!r} is used twice")
             seen.add(name)
-        config = engine_config(path, args)
-        if config.load_format != "dummy":
-            check_model_path(path, "--model")
-        specs.append(ModelSpec(names, config))
+        specs.append(ModelSpec(names, engine_config(path, args)))
     return specs
 
 
-def check_model_path(model: str, flag: str) -> None:
-    """A model that does not exist is a flag error, found before anything loads or opens."""
-    try:
-        resolve_model_path(model)
-    except FileNotFoundError as e:
-        raise CLIError(f"{flag} {model}: {e}") from None
+def check_model_paths(plan: ServePlan) -> None:
+    """Every model the flags name exists: a missing one is a flag error, reported before
+    anything loads or the data directory is touched."""
+    named = [("--model", s.config.model) for s in plan.models if s.config.load_format != "dummy"]
+    if plan.embedding is not None and plan.embedding.explicit:
+        named.append(("--embedding-model", plan.embedding.model))  # the default may be absent
+    for flag, model in named:
+        try:
+            resolve_model_path(model)
+        except FileNotFoundError as e:
+            raise CLIError(f"{flag} {model}: {e}") from None
 
 
 def fallback_rules(rules: list[str], specs: list[ModelSpec]) -> dict[str, str]:
