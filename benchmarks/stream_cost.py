@@ -8,9 +8,12 @@ whose cost per token must not grow with the length of the output. The model's ow
 also grows with the output (attention reads the whole context), which would hide that, so
 the server runs a tiny random model (2 layers, hidden 64, a byte vocabulary: a decode step's
 forward is a few small matmuls) and the per-token figure is dominated by everything around
-the forward. The figure is the server process's user+system CPU time (all threads) over the
-request, divided by the tokens it streamed. Checkouts are measured interleaved, one request
-at a time, so that drift of the machine's speed hits both alike.
+the forward. The figure is the server process's CPU time (the scheduler's per-thread count)
+over the request, divided by the tokens it streamed, split into the event-loop thread (the
+serving side) and the others (the engine step: forward, sampler, engine-side output work).
+The forward's own growth (attention) is then taken out by a second, offline measurement:
+the engine step's CPU time outside ModelRunner.execute. Checkouts are measured interleaved,
+one request at a time, so that drift of the machine's speed hits both alike.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ TINY = {"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
         "vocab_size": 512, "max_position_embeddings": 8192, "rms_norm_eps": 1e-5,
         "rope_theta": 10000.0, "tie_word_embeddings": True, "eos_token_id": 256}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -44,17 +46,71 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+def _run_ns(task: Path) -> int:
+    return int((task / "schedstat").read_text().split()[0])  # time on a CPU, in ns
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU time of a process (the scheduler's per-thread nanosecond count): (its main
+    thread, which runs the event loop and so the serving side; all its other threads, the
+    engine's step thread among them)."""
+    tasks = Path(f"/proc/{pid}/task")
+    main = _run_ns(tasks / str(pid))
+    rest = sum(_run_ns(t) for t in tasks.iterdir() if t.name != str(pid))
+    return main / 1e9, rest / 1e9
+
+
+# Run in each checkout's own interpreter: the engine step's CPU time outside the forward
+# (scheduling, sampling, detokenization and outputs), per token, offline.
+_ENGINE_SIDE = """
+import json, sys, time
+import torch
+torch.set_num_threads(1)
+from engine import LLM, SamplingParams
+llm = LLM(sys.argv[1], load_format="dummy", max_model_len=8192)
+core = getattr(llm, "llm_engine", None)
+runner = (core.core if core is not None else llm.engine).runner
+forward = runner.execute
+spent = [0.0]
+def timed(chunks):
+    t = time.thread_time()
+    try:
+        return forward(chunks)
+    finally:
+        spent[0] += time.thread_time() - t
+runner.execute = timed
+out = {}
+for n in json.loads(sys.argv[2]):
+    params = SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
+    llm.generate("Once upon a time", params)  # warm-up
+    runs = []
+    for _ in range(int(sys.argv[3])):
+        spent[0] = 0.0
+        t = time.thread_time()
+        llm.generate("Once upon a time", params)
+        runs.append((time.thread_time() - t - spent[0]) * 1e3 / n)
+    out[n] = sorted(runs)[len(runs) // 2]
+print(json.dumps(out))
+"""
+
+
+def engine_side(checkout: Path, model: Path, lengths: list[int], repeats: int
+                ) -> dict[int, float]:
+    """Median CPU ms per token of the engine step outside the model's forward."""
+    env = {**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", _ENGINE_SIDE, str(model), json.dumps(lengths),
+                           str(repeats)], cwd=checkout, env=env, capture_output=True,
+                          text=True, check=True)
+    return {int(k): v for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
 
 
 class Server:
     def __init__(self, checkout: Path, model_dir: Path, data_dir: Path, log: Path) -> None:
         self.checkout = checkout
         self.port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(checkout), "ENGINE_API_KEY": ""}
+        # One torch thread: spinning OpenMP workers would bill CPU time for waiting.
+        env = {**os.environ, "PYTHONPATH": str(checkout), "ENGINE_API_KEY": "",
+               "OMP_NUM_THREADS": "1"}
         cmd = [sys.executable, "-m", "serving", "--model", str(model_dir), "--load-format",
                "dummy", "--served-model-name", "tiny", "--no-embedding-model",
                "--max-model-len", "8192", "--host", "127.0.0.1", "--port", str(self.port),
@@ -97,13 +153,15 @@ class Server:
         conn.close()
         return tokens
 
-    def measure(self, max_tokens: int) -> float:
-        """CPU milliseconds per streamed token."""
-        before = cpu_seconds(self.proc.pid)
+    def measure(self, max_tokens: int) -> dict[str, float]:
+        """CPU milliseconds per streamed token: in all, on the event loop, elsewhere."""
+        loop0, rest0 = cpu_seconds(self.proc.pid)
         tokens = self.stream(max_tokens)
         if tokens != max_tokens:
             raise RuntimeError(f"asked for {max_tokens} tokens, got {tokens}")
-        return (cpu_seconds(self.proc.pid) - before) * 1e3 / tokens
+        loop1, rest1 = cpu_seconds(self.proc.pid)
+        loop, rest = (loop1 - loop0) * 1e3 / tokens, (rest1 - rest0) * 1e3 / tokens
+        return {"total": loop + rest, "event_loop": loop, "other_threads": rest}
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -131,7 +189,7 @@ def main() -> None:
             for s in servers:
                 s.wait_ready()
                 s.measure(50)  # warm-up: first-request costs out of the figures
-            per_token: dict[str, dict[int, list[float]]] = {
+            per_token: dict[str, dict[int, list[dict[str, float]]]] = {
                 str(c): {n: [] for n in args.lengths} for c in checkouts}
             for _ in range(args.repeats):
                 for n in args.lengths:
@@ -140,22 +198,38 @@ def main() -> None:
         finally:
             for s in servers:
                 s.stop()
+        engine_only = {str(c): engine_side(c, model, args.lengths, args.repeats)
+                       for c in checkouts}
+    short, long = args.lengths[0], args.lengths[-1]
     rows = []
-    print(f"{'checkout':<40} " + " ".join(f"{n:>9} tok" for n in args.lengths) +
-          f"  {args.lengths[-1]}/{args.lengths[0]}")
-    for checkout, by_len in per_token.items():
-        medians = {n: statistics.median(v) for n, v in by_len.items()}
-        ratio = medians[args.lengths[-1]] / medians[args.lengths[0]]
-        print(f"{checkout:<40} " + " ".join(f"{medians[n]:>9.3f} ms" for n in args.lengths) +
-              f"  {ratio:.3f}")
-        rows.append({"checkout": checkout, "ms_per_token_median": medians,
-                     "ms_per_token_all": by_len, "long_over_short": ratio})
+    for part in ("total", "event_loop", "other_threads"):
+        print(f"\nCPU ms per token, {part}:")
+        print(f"{'checkout':<32} " + " ".join(f"{n:>8} tok" for n in args.lengths) +
+              f"  {long}/{short}")
+        for checkout, by_len in per_token.items():
+            medians = {n: statistics.median(m[part] for m in v) for n, v in by_len.items()}
+            ratio = medians[long] / medians[short]
+            print(f"{checkout:<32} " + " ".join(f"{medians[n]:>8.3f} ms" for n in args.lengths)
+                  + f"  {ratio:.3f}")
+            rows.append({"checkout": checkout, "part": part, "ms_per_token_median": medians,
+                         "long_over_short": ratio})
+    print("\nCPU ms per token, engine step outside the forward (offline, in-process):")
+    for checkout, medians in engine_only.items():
+        ratio = medians[long] / medians[short]
+        print(f"{checkout:<32} " + " ".join(f"{medians[n]:>8.3f} ms" for n in args.lengths)
+              + f"  {ratio:.3f}")
+        rows.append({"checkout": checkout, "part": "engine_outside_forward",
+                     "ms_per_token_median": medians, "long_over_short": ratio})
     conditions: dict[str, Any] = {
         "model": "tiny random Llama (dummy weights, byte vocabulary)", "config": TINY,
         "request": "streamed /v1/completions, temperature 0, ignore_eos, one at a time",
-        "metric": "server process user+system CPU ms per streamed token, median of repeats",
+        "metric": "server process CPU ms (schedstat) per streamed token, median of repeats; "
+                  "event_loop = the main thread (serving), other_threads = the rest "
+                  "(the engine step: model, sampler and engine-side output work)",
+        "torch_threads": 1,
         "repeats": args.repeats}
-    print("saved", save("stream_cost", {"conditions": conditions, "results": rows}))
+    print("saved", save("stream_cost", {"conditions": conditions, "results": rows,
+                                        "raw": per_token}))
 
 
 if __name__ == "__main__":

@@ -254,7 +254,7 @@ class EngineCore:
         self.runner.copy_blocks(sched.blocks_to_copy)
         chunks = [
             SequenceChunk(
-                s.seq.all_token_ids[s.start_pos : s.start_pos + s.num_new_tokens],
+                s.seq.tokens[s.start_pos : s.start_pos + s.num_new_tokens],
                 s.start_pos, s.seq.block_table,
             )
             for s in sched.scheduled

@@ -35,6 +35,15 @@ class Block:
 _NO_PARENT = -1
 
 
+@dataclass
+class RegisterProgress:
+    """How many of a sequence's leading blocks register_full_blocks has looked at, and the
+    prefix they end in. Reset when the sequence's blocks are freed."""
+
+    blocks: int = 0
+    parent: int = _NO_PARENT
+
+
 class NoFreeBlocks(Exception):
     """Raised inside the manager when a request needs more blocks than are free."""
 
@@ -90,29 +99,36 @@ class BlockManager:
             parent = block.prefix_id
         return found
 
-    def register_full_blocks(self, table: list[int], token_ids: Sequence[int], num_computed: int) -> None:
-        """Make every full, computed block of a sequence findable by later requests."""
+    def register_full_blocks(self, table: list[int], token_ids: Sequence[int], num_computed: int,
+                             progress: RegisterProgress | None = None) -> None:
+        """Make every full, computed block of a sequence findable by later requests.
+
+        With `progress` (kept per sequence), blocks looked at before are skipped: a decode
+        step then costs one block at most, not a walk over the whole sequence.
+        """
         if not self.enable_prefix_caching:
             return
-        parent = _NO_PARENT
+        progress = progress if progress is not None else RegisterProgress()
+        parent = progress.parent
         bs = self.block_size
-        for i in range(num_computed // bs):
+        for i in range(progress.blocks, num_computed // bs):
             block = self.blocks[table[i]]
             if block.key is not None:
                 parent = block.prefix_id
-                continue
-            chunk = tuple(token_ids[i * bs : (i + 1) * bs])
-            key = self.block_key(parent, chunk)
-            if key in self.cached:
-                twin = self._lookup(parent, chunk)
-                if twin is None:
-                    return  # a colliding key holds other content: stop registering here
-                parent = twin.prefix_id  # the same prefix is cached in another block
-                continue
-            block.key, block.token_ids, block.parent = key, chunk, parent
-            block.prefix_id = next(self._prefix_ids)
-            self.cached[key] = block.block_id
-            parent = block.prefix_id
+            else:
+                chunk = tuple(token_ids[i * bs : (i + 1) * bs])
+                key = self.block_key(parent, chunk)
+                if key in self.cached:
+                    twin = self._lookup(parent, chunk)
+                    if twin is None:
+                        return  # a colliding key holds other content: stop registering here
+                    parent = twin.prefix_id  # the same prefix is cached in another block
+                else:
+                    block.key, block.token_ids, block.parent = key, chunk, parent
+                    block.prefix_id = next(self._prefix_ids)
+                    self.cached[key] = block.block_id
+                    parent = block.prefix_id
+            progress.blocks, progress.parent = i + 1, parent
 
     # ---- allocation ----------------------------------------------------------------------
 

@@ -9,9 +9,11 @@ sharing its KV blocks.
 from __future__ import annotations
 
 import enum
+from collections import abc
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.core.block_manager import RegisterProgress
 from engine.sampling_params import SamplingParams
 
 
@@ -35,6 +37,31 @@ class SequenceStatus(enum.Enum):
         }.get(self)
 
 
+class TokenView(abc.Sequence[int]):
+    """Two lists read as one (a sequence's prompt and its output so far), without copying."""
+
+    def __init__(self, first: list[int], second: list[int]) -> None:
+        self._first, self._second = first, second
+
+    def __len__(self) -> int:
+        return len(self._first) + len(self._second)
+
+    def __getitem__(self, index: Any) -> Any:
+        n = len(self._first)
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                raise ValueError("TokenView slices must be contiguous")
+            if stop <= n:
+                return self._first[start:stop]
+            if start >= n:
+                return self._second[start - n : stop - n]
+            return self._first[start:] + self._second[: stop - n]
+        if index < 0:
+            index += len(self)
+        return self._first[index] if index < n else self._second[index - n]
+
+
 @dataclass(eq=False)
 class SequenceState:
     """One sample being generated: tokens so far, KV blocks, and why it ended."""
@@ -49,6 +76,8 @@ class SequenceState:
     block_table: list[int] = field(default_factory=list)
     generator: Any = None  # the engine's per-sequence random stream (seeded requests)
     grammar: Any = None  # its GrammarState under guided decoding; dropped once finished
+    # How far its blocks have been offered to the prefix cache (reset when they are freed).
+    register_progress: RegisterProgress = field(default_factory=RegisterProgress)
 
     @property
     def prompt_token_ids(self) -> list[int]:
@@ -60,7 +89,13 @@ class SequenceState:
 
     @property
     def all_token_ids(self) -> list[int]:
+        """Prompt + output as a new list: O(length). Per-step code uses `tokens`."""
         return self.request.prompt_token_ids + self.output_token_ids
+
+    @property
+    def tokens(self) -> TokenView:
+        """Prompt + output, read in place: a slice costs what it holds."""
+        return TokenView(self.request.prompt_token_ids, self.output_token_ids)
 
     @property
     def num_tokens(self) -> int:

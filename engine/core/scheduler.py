@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from engine.core.block_manager import BlockCopy, BlockManager, NoFreeBlocks
+from engine.core.block_manager import BlockCopy, BlockManager, NoFreeBlocks, RegisterProgress
 from engine.core.request import Request, SequenceState, SequenceStatus
 from engine.errors import InvalidRequest
 
@@ -150,6 +150,7 @@ class Scheduler:
 
     def _preempt(self, seq: SequenceState) -> None:
         self.bm.free_table(seq.block_table)
+        seq.register_progress = RegisterProgress()
         seq.num_computed_tokens = 0
         seq.status = SequenceStatus.WAITING
         self.waiting.appendleft(seq)
@@ -209,7 +210,8 @@ class Scheduler:
         for item in out.scheduled:
             seq = item.seq
             seq.num_computed_tokens += item.num_new_tokens
-            self.bm.register_full_blocks(seq.block_table, seq.all_token_ids, seq.num_computed_tokens)
+            self.bm.register_full_blocks(seq.block_table, seq.tokens, seq.num_computed_tokens,
+                                         seq.register_progress)
             tokens = sampled.get(seq)
             if not tokens:
                 continue
@@ -230,6 +232,7 @@ class Scheduler:
         at = self.running.index(leader) + 1
         for s in siblings:
             s.block_table = self.bm.fork(leader.block_table)
+            s.register_progress = replace(leader.register_progress)  # the same blocks
             s.num_computed_tokens = leader.num_computed_tokens
             s.output_token_ids = list(leader.output_token_ids)
             s.status = SequenceStatus.RUNNING

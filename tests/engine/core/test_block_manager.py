@@ -483,3 +483,25 @@ def test_check_invariants_catches_stale_cache_entry():
     bm.cached[12345] = table[0]
     with pytest.raises(AssertionError, match="cache entry"):
         bm.check_invariants([table])
+
+
+def test_registering_step_by_step_matches_at_once_and_skips_seen_blocks(monkeypatch):
+    """With a progress record, each call looks only at blocks that filled since the last
+    (a decode step costs one block at most), and ends where one call for all would."""
+    from engine.core.block_manager import RegisterProgress
+
+    tokens = list(range(100, 137))  # 9 full blocks of 4, one partial
+    at_once, stepwise = BlockManager(16, 4), BlockManager(16, 4)
+    computed(at_once, tokens)
+    table = allocated(stepwise, len(tokens))
+    progress = RegisterProgress()
+    keys_computed = []
+    real_key = stepwise.block_key
+    monkeypatch.setattr(stepwise, "block_key", lambda p, t: keys_computed.append(t) or real_key(p, t))
+    for done in range(1, len(tokens) + 1):
+        stepwise.register_full_blocks(table, tokens, done, progress)
+    assert len(keys_computed) == len(tokens) // 4  # each full block hashed exactly once
+    assert progress.blocks == len(tokens) // 4
+    assert stepwise.find_cached_prefix(tokens) == table[: len(tokens) // 4]
+    assert [b.token_ids for b in stepwise.blocks if b.key] == [
+        b.token_ids for b in at_once.blocks if b.key]

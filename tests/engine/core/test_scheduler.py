@@ -958,3 +958,17 @@ def test_random_workloads_keep_the_pool_consistent_and_leak_nothing(config, data
     assert not s.running and not s.waiting
     assert all(q.block_table == [] for r in sim.requests for q in r.seqs)
     assert_all_free(s)
+
+
+def test_token_view_reads_prompt_and_output_as_one_list():
+    from engine.core.request import TokenView
+
+    prompt, output = [1, 2, 3], [4, 5]
+    view, whole = TokenView(prompt, output), prompt + output
+    assert len(view) == 5 and list(view) == whole
+    for start in range(6):
+        for stop in range(start, 6):
+            assert view[start:stop] == whole[start:stop]
+    assert view[-1] == 5 and view[3] == 4
+    with pytest.raises(ValueError, match="contiguous"):
+        view[::2]
