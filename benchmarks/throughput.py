@@ -43,11 +43,12 @@ async def one(engine: AsyncEngine, rid: str, prompt: list[int], max_tokens: int,
     params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
     start = time.perf_counter()
     first = None
-    async for out in engine.add_request(rid, prompt, params):
+    n = 0
+    async for out in await engine.add_request(rid, prompt, params):  # DELTA outputs
         if first is None and out.outputs[0].token_ids:
             first = time.perf_counter()
+        n += sum(len(o.token_ids) for o in out.outputs)
     end = time.perf_counter()
-    n = len(out.outputs[0].token_ids)
     bar.update(1)
     tpot = (end - first) / (n - 1) if n > 1 else None
     return Timing(first - start, tpot, end - start, n)

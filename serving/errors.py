@@ -48,11 +48,13 @@ def model_not_found(name: str) -> APIError:
                     "model_not_found")
 
 
-def context_length_exceeded(prompt_tokens: int, max_tokens: int, limit: int) -> APIError:
+def context_length_exceeded(prompt_tokens: int, max_tokens: int, limit: int,
+                            param: str = "messages") -> APIError:
+    """OpenAI's wording; `param` is the field holding the prompt (messages or prompt)."""
     return APIError(
         400,
         f"This model's maximum context length is {limit} tokens. However, you requested "
-        f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} "
-        "in the completion). Please reduce the length of the messages or completion.",
-        "invalid_request_error", "messages", "context_length_exceeded",
+        f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the {param}, {max_tokens} "
+        f"in the completion). Please reduce the length of the {param} or completion.",
+        "invalid_request_error", param, "context_length_exceeded",
     )

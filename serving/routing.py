@@ -52,9 +52,8 @@ def route(
         if _fits(longer, longer_prompts, max_tokens):
             return longer, longer_prompts
     longest = max(len(p.ids) for p in prompts)
-    err = context_length_exceeded(longest, max_tokens or 1, served.max_model_len)
-    err.param = req.PROMPT_PARAM
-    raise err
+    raise context_length_exceeded(longest, max_tokens or 1, served.max_model_len,
+                                  req.PROMPT_PARAM)
 
 
 def budget(served: ServedModel, prompt: PromptInput, max_tokens: int | None) -> int:

@@ -178,14 +178,28 @@ async def make_api(aiohttp_client: Any, engine: AsyncEngine, **settings: Any) ->
 
 @pytest.fixture
 async def engine(tiny_model: Path) -> AsyncIterator[AsyncEngine]:
+    """A fresh engine, for tests that configure it or count what it does."""
+    eng = AsyncEngine(EngineConfig(str(tiny_model), max_model_len=MAX_LEN))
+    yield eng
+    await eng.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def shared_engine(tiny_model: Path) -> AsyncIterator[AsyncEngine]:
     eng = AsyncEngine(EngineConfig(str(tiny_model), max_model_len=MAX_LEN))
     yield eng
     await eng.shutdown()
 
 
 @pytest.fixture
-async def api(aiohttp_client: Any, engine: AsyncEngine) -> Api:
-    return await make_api(aiohttp_client, engine)
+async def api(aiohttp_client: Any, shared_engine: AsyncEngine) -> Api:
+    """The server over the session's engine. Every request a test makes ends (or is
+    aborted) before the test does, which each use checks first: outputs do not depend on
+    what ran before (seeded or greedy sampling, batch-invariant kernels)."""
+    await wait_idle(shared_engine)
+    if shared_engine.num_active or shared_engine.core.has_unfinished():
+        raise RuntimeError("a previous test left requests running in the shared engine")
+    return await make_api(aiohttp_client, shared_engine)
 
 
 # ---- assertions shared by the modules ----------------------------------------------------

@@ -295,6 +295,7 @@ async def test_context_length_exceeded_for_token_ids(api: Api) -> None:
     msg = err["message"]
     assert str(MAX_LEN) in msg, msg
     assert str(len(ids) + 20) in msg or (str(len(ids)) in msg and "20" in msg), msg
+    assert err["param"] == "prompt" and "in the prompt" in msg and "messages" not in msg
 
 
 async def test_context_length_exceeded_for_a_long_prompt(api: Api, ref: Reference) -> None:
