@@ -4,7 +4,7 @@ torch's SDPA on the CPU costs ~1.6 ms per decode call at a 40-token context (a f
 of its flash kernel, not arithmetic). Here the same math is two batched matmuls and a
 softmax, so a call costs what its bytes cost. Every layer of a step sees the same block
 tables and lengths, so the padding plan (groups, masks, trimmed tables) is built once per
-step and reused (keyed by the index tensors' identity and version counter).
+step and reused (while the index tensors hold the same values).
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ class DecodePlan:
     all_rows: bool  # one group covers every row: the output needs no scatter
 
 
-_cache: tuple[torch.Tensor, int, torch.Tensor, int, int, DecodePlan] | None = None
-
+_cache: tuple[torch.Tensor, torch.Tensor, int, DecodePlan] | None = None
 
 def _group_bounds(lens: list[int]) -> list[tuple[int, int]]:
     """Consecutive [start, stop) groups over ascending lengths, bounded padding each."""
@@ -71,19 +70,22 @@ def build_plan(block_tables: torch.Tensor, context_lens: torch.Tensor, block_siz
     return DecodePlan(groups, all_rows)
 
 
+def _same(cached: torch.Tensor, t: torch.Tensor) -> bool:
+    return cached.shape == t.shape and cached.dtype == t.dtype and torch.equal(cached, t)
+
+
 def _plan(block_tables: torch.Tensor, context_lens: torch.Tensor, block_size: int) -> DecodePlan:
+    """The plan of these indices: the last one when they are equal (the other layers of the
+    step); compared by value, since index tensors may be rewritten in place between steps."""
     global _cache
     c = _cache
-    if (
-        c is not None and c[0] is block_tables and c[1] == block_tables._version
-        and c[2] is context_lens and c[3] == context_lens._version and c[4] == block_size
+    if c is not None and c[2] == block_size and _same(c[1], context_lens) and _same(
+        c[0], block_tables
     ):
-        return c[5]
+        return c[3]
     plan = build_plan(block_tables, context_lens, block_size)
-    _cache = (block_tables, block_tables._version, context_lens, context_lens._version,
-              block_size, plan)
+    _cache = (block_tables.clone(), context_lens.clone(), block_size, plan)
     return plan
-
 
 def _attend(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, group: DecodeGroup,
