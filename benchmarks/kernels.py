@@ -127,6 +127,8 @@ def main() -> None:
                                      formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--dry-run", action="store_true",
                         help="CPU smoke test under TRITON_INTERPRET=1: one tiny shape, no JSON")
+    parser.add_argument("--m", type=lambda v: tuple(int(x) for x in v.split(",")),
+                        default=M_VALUES, help="comma-separated GEMM M values (default %(default)s)")
     args = parser.parse_args()
     if args.dry_run:
         # Read when the kernels are decorated: set before kernels/ is imported (in bench_fp8).
@@ -136,7 +138,7 @@ def main() -> None:
     elif not torch.cuda.is_available():
         sys.exit("benchmarks/kernels.py needs a CUDA GPU (try --dry-run for a CPU smoke test)")
     else:
-        device, shapes, m_values = "cuda", LLAMA_8B, M_VALUES
+        device, shapes, m_values = "cuda", LLAMA_8B, args.m
 
     gbps = memory_bandwidth_gbps(device, (2 << 30) if device == "cuda" else (1 << 25))
     bandwidth = gbps * 1e9

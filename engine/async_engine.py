@@ -52,6 +52,7 @@ class AsyncEngine:
         # thread, so neither the event loop nor the step loop waits on it.
         self._validator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-validate")
         self._streams: dict[str, asyncio.Queue[RequestOutput | BaseException]] = {}
+        self._validating = 0  # requests in add_request, not yet queued
         self._to_add: list[_Pending] = []
         self._to_abort: list[str] = []
         self._wakeup = asyncio.Event()
@@ -77,10 +78,11 @@ class AsyncEngine:
                                     chat_template)
 
     def stats(self) -> EngineSnapshot:
-        """Load and counters now; `num_waiting` includes requests not yet handed to the
-        scheduler."""
+        """Load and counters now; `num_waiting` includes requests being validated or not
+        yet handed to the scheduler."""
         snap = self.core.snapshot()
-        return dataclasses.replace(snap, num_waiting=snap.num_waiting + len(self._to_add))
+        queued = self._validating + len(self._to_add)
+        return dataclasses.replace(snap, num_waiting=snap.num_waiting + queued)
 
     def summary(self) -> dict[str, Any]:
         """What the server logs at start-up for this model."""
@@ -112,12 +114,15 @@ class AsyncEngine:
             raise InvalidRequest(f"request_id {request_id!r} is already in use")
         queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
         self._streams[request_id] = queue  # reserved while validating
+        self._validating += 1
         try:
             valid = await asyncio.get_running_loop().run_in_executor(
                 self._validator, self.engine.validate, list(prompt_ids), params)
         except BaseException:
             self._streams.pop(request_id, None)
             raise
+        finally:
+            self._validating -= 1
         if self._streams.get(request_id) is not queue:
             raise InvalidRequest(f"request {request_id!r} was aborted before it was queued")
         self._to_add.append(_Pending(request_id, valid, prompt, output_kind))

@@ -14,6 +14,7 @@ Block-scaled weights (128x128) take 1x128 activation groups and apply both scale
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -56,11 +57,51 @@ _INTERPRET_MEDIUM = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, 
 _INTERPRET_BIG = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "SPLIT_K": 1}
 
 
+def config_smem_bytes(config: triton.Config) -> int:
+    """Shared memory of a config's software pipeline: num_stages fp8 (1-byte) A and B tiles.
+    The compiler's figure matches it (kernels/aot checks it against every compiled config)."""
+    m, n, k = (config.kwargs[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+    return config.num_stages * (m * k + n * k)
+
+
+def prune_configs(configs: list[triton.Config], smem_limit: int,
+                  block_scaled: bool) -> list[triton.Config]:
+    """The configs that can run: their pipeline fits the device's shared memory (an sm_89
+    block gets 99 KB, an H100's 227 KB), and with block-scaled weights BLOCK_K divides the
+    128-wide scale slab."""
+    kept = [c for c in configs if config_smem_bytes(c) <= smem_limit]
+    if block_scaled:
+        kept = [c for c in kept if SCALE_BLOCK % c.kwargs["BLOCK_K"] == 0]
+    return kept
+
+
+def supports_fp8(capability: tuple[int, int]) -> bool:
+    """fp8 (e4m3) tensor-core MMA exists from sm_89 (Ada: L4, RTX 4090) and sm_90 (Hopper)."""
+    return tuple(capability) >= (8, 9)
+
+
+def require_fp8_device(device: torch.device) -> None:
+    """Refuse a GPU without fp8 MMA with a clear error (the compiler's would be obscure)."""
+    if device.type != "cuda":
+        return
+    capability = torch.cuda.get_device_capability(device)
+    if not supports_fp8(capability):
+        name = torch.cuda.get_device_name(device)
+        raise RuntimeError(
+            f"FP8 GEMM needs compute capability 8.9 or newer (L4, RTX 4090, H100); {name} is "
+            f"sm_{capability[0]}{capability[1]}. Run this model unquantized (bf16) on it."
+        )
+
+
+@functools.cache
+def _smem_limit(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).shared_memory_per_block_optin
+
+
 def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
-    """Block-scaled weights need BLOCK_K to divide the 128-wide scale slab."""
-    if not kwargs.get("BLOCK_SCALED"):
-        return configs
-    return [c for c in configs if SCALE_BLOCK % c.kwargs["BLOCK_K"] == 0]
+    """Autotune's early prune: the configs this device can run (see prune_configs)."""
+    limit = _smem_limit(torch.cuda.current_device())
+    return prune_configs(configs, limit, bool(kwargs.get("BLOCK_SCALED")))
 
 
 @triton.jit
@@ -202,6 +243,7 @@ def fp8_gemm(
         raise ValueError(f"shapes do not chain: a {tuple(a.shape)}, b {tuple(b.shape)}")
     if a.stride(1) != 1 or b.stride(1) != 1:
         raise ValueError("fp8_gemm needs both operands contiguous along K")
+    require_fp8_device(a.device)
     m, k = a.shape
     n = b.shape[0]
     block_scaled, stride_bsn, stride_bsk = _weight_scale_strides(b_scale, n, k)

@@ -16,7 +16,8 @@ import triton
 import triton.language as tl
 
 from kernels._launch import out_or_new, pow2, require
-from kernels.paged_attention import (
+from kernels.decode_attention import paged_decode_attention
+from kernels.paged_tiles import (
     LOG2E,
     attn_dot,
     cache_slots,
@@ -25,7 +26,6 @@ from kernels.paged_attention import (
     gpu_tiles,
     interpreter_upcast,
     load_cache_tile,
-    paged_decode_attention,
 )
 
 

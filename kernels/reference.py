@@ -8,11 +8,23 @@ import torch.nn.functional as F
 from kernels import cpu_attention
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def _into(out: torch.Tensor | None, result: torch.Tensor) -> torch.Tensor:
+    """The contract's optional output buffer: copy the result into it when one is given."""
+    if out is None:
+        return result
+    if out.shape != result.shape or out.dtype != result.dtype:
+        raise ValueError(f"out must be {result.dtype} {tuple(result.shape)}, got "
+                         f"{out.dtype} {tuple(out.shape)}")
+    return out.copy_(result)
+
+
+def rms_norm(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """RMSNorm computed in float32 (as HF Llama does), cast back to the input dtype."""
     xf = x.float()
     xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * xf.to(x.dtype)
+    return _into(out, weight * xf.to(x.dtype))
 
 
 def fused_add_rms_norm(
@@ -23,14 +35,17 @@ def fused_add_rms_norm(
     return rms_norm(new_residual, weight, eps), new_residual
 
 
-def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+def silu_and_mul(gate_up: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """SwiGLU: silu(gate) * up, where the last dimension holds [gate | up]."""
     gate, up = gate_up.chunk(2, dim=-1)
-    return F.silu(gate) * up
+    return _into(out, F.silu(gate) * up)
 
 
 def rotary_embedding(
-    positions: torch.Tensor, x: torch.Tensor, inv_freq: torch.Tensor
+    positions: torch.Tensor,
+    x: torch.Tensor,
+    inv_freq: torch.Tensor,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Apply rotary embeddings in the HF (non-interleaved, rotate-half) layout.
 
@@ -40,7 +55,7 @@ def rotary_embedding(
     cos = freqs.cos()[:, None, :].to(x.dtype)
     sin = freqs.sin()[:, None, :].to(x.dtype)
     x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    return _into(out, torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1))
 
 
 def write_kv_cache(
@@ -136,16 +151,17 @@ def paged_attention(
     query_start_loc: torch.Tensor,
     max_query_len: int,
     scale: float,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The kernel contract's paged_attention: the same math with index tensors.
 
     max_query_len is what a kernel sizes its grid with; the reference needs no hint.
     """
     del max_query_len
-    return _paged_attention_lists(
+    return _into(out, _paged_attention_lists(
         q, k_cache, v_cache, block_tables, [int(n) for n in context_lens.tolist()],
         [int(n) for n in query_start_loc.tolist()], scale,
-    )
+    ))
 
 
 def paged_decode_attention(
@@ -156,6 +172,7 @@ def paged_decode_attention(
     context_lens: torch.Tensor,
     scale: float,
     num_splits: int | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One query per sequence: q [batch, heads, head_dim]; a row with context 0 gives zeros.
 
@@ -163,19 +180,19 @@ def paged_decode_attention(
     """
     del num_splits
     if q.device.type == "cpu":  # batched matmuls: SDPA's fixed cost dominates small contexts
-        return cpu_attention.paged_decode_attention(
+        return _into(out, cpu_attention.paged_decode_attention(
             q, k_cache, v_cache, block_tables, context_lens, scale
-        )
-    out = torch.zeros_like(q)
+        ))
+    result = torch.zeros_like(q)
     lens = [int(n) for n in context_lens.tolist()]
     rows = [i for i, n in enumerate(lens) if n > 0]  # zero-length rows are CUDA-graph padding
     for g in range(0, len(rows), DECODE_GROUP):
         group = rows[g : g + DECODE_GROUP]
         idx = torch.tensor(group, device=q.device)
-        out[idx] = _decode_attention(
+        result[idx] = _decode_attention(
             q[idx], k_cache, v_cache, block_tables[idx], [lens[i] for i in group], scale
         )
-    return out
+    return _into(out, result)
 
 
 def _prefill_attention(

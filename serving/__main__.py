@@ -27,7 +27,7 @@ from serving.cli import (
     engine_summary,
     parse_args,
 )
-from serving.embedding_startup import Closer, load_embeddings, open_store
+from serving.embedding_startup import Closer, load_embeddings
 from serving.served import ServedEncoder, ServedModel
 from serving.state import ServerState
 
@@ -61,11 +61,11 @@ async def load_models(plan: ServePlan, engines: list[AsyncEngine]) -> list[Serve
 
 async def load_all(plan: ServePlan, engines: list[AsyncEngine], closers: list[Closer]
                    ) -> tuple[list[ServedModel], tuple[list[ServedEncoder], Any]]:
-    """The chat engines, then the embedding model and the retrieval store (one at a time:
-    two loads at once would run two torch thread teams against each other)."""
-    store = await open_store(plan, closers)  # first: a locked store fails before any load
+    """The chat engines, then the embedding model, then the retrieval store (one at a time:
+    two loads at once would run two torch thread teams against each other; the store last,
+    so a failed start leaves the data directory untouched)."""
     served = await load_models(plan, engines)
-    return served, await load_embeddings(plan, closers, store)
+    return served, await load_embeddings(plan, closers)
 
 
 def check_fallbacks(served: list[ServedModel]) -> None:

@@ -10,18 +10,7 @@ from aiohttp import web
 
 from engine import CompletionOutput, GuidedDecoding, PositionLogprobs, RequestOutput
 from serving.errors import bad_request
-from serving.generation import (
-    ChoiceDelta,
-    DeltaTracker,
-    Generation,
-    PromptInput,
-    ResponseMeta,
-    collect,
-    finite,
-    json_response,
-    start_generation,
-    stream_response,
-)
+from serving.generation import Generation, serve
 from serving.requests import ChatCompletionRequest, parse_request
 from serving.responses import (
     AssistantMessage,
@@ -29,10 +18,13 @@ from serving.responses import (
     ChatChunkChoice,
     ChatCompletion,
     ChatCompletionChunk,
+    ResponseMeta,
     Usage,
     chunk_body,
+    finite,
 )
 from serving.retrieval.chat_context import with_retrieved_context
+from serving.routing import PromptInput
 from serving.served import ServedModel
 from serving.state import ServerState
 from serving.tools import (
@@ -98,12 +90,12 @@ def chat_chunk(meta: ResponseMeta, index: int, delta: dict[str, Any], include_us
     return chunk_body(ChatCompletionChunk(**meta.ids(), choices=[choice]), include_usage)
 
 
-def delta_chunk(meta: ResponseMeta, d: ChoiceDelta, include_usage: bool) -> dict[str, Any]:
+def delta_chunk(meta: ResponseMeta, d: CompletionOutput, include_usage: bool) -> dict[str, Any]:
     return chat_chunk(meta, d.index, {"content": d.text} if d.text else {}, include_usage,
                       chat_logprobs(d.logprobs), d.finish_reason, d.stop_reason)
 
 
-def tool_chunks(meta: ResponseMeta, d: ChoiceDelta, streamer: ToolStreamer,
+def tool_chunks(meta: ResponseMeta, d: CompletionOutput, streamer: ToolStreamer,
                 include_usage: bool) -> list[dict[str, Any]]:
     """A decided piece of text as content / tool-call chunks (never both in one chunk);
     the last one of the choice carries the finish_reason."""
@@ -124,9 +116,8 @@ def tool_chunks(meta: ResponseMeta, d: ChoiceDelta, streamer: ToolStreamer,
 
 async def chat_chunks(gen: Generation, req: ChatCompletionRequest,
                       plan: ToolPlan | None = None) -> AsyncGenerator[dict[str, Any], None]:
-    """Role chunks, then content (or tool-call) deltas per choice, then (if asked) the
-    usage chunk."""
-    tracker = DeltaTracker(req.stop)
+    """Role chunks, then content (or tool-call) deltas per choice as the engine releases
+    them, then (if asked) the usage chunk."""
     streamers = ({i: ToolStreamer(plan.fmt, plan.tools) for i in range(req.n)}
                  if plan is not None else {})
     started = False
@@ -138,10 +129,9 @@ async def chat_chunks(gen: Generation, req: ChatCompletionRequest,
                 for i in range(req.n):
                     yield chat_chunk(gen.meta, i, {"role": "assistant", "content": ""},
                                      req.include_usage)
-            for o in out.outputs:
-                d = tracker.step(o.index, o)
-                if d is None:
-                    continue
+            for d in out.outputs:
+                if not (d.text or d.logprobs or d.finish_reason):
+                    continue  # only held-back text so far
                 if plan is None:
                     yield delta_chunk(gen.meta, d, req.include_usage)
                     continue
@@ -165,12 +155,8 @@ async def create_chat_completion(request: web.Request,
     messages = await with_retrieved_context(state, raw, req.template_messages())  # RAG hook
     messages, template_tools = prepare_messages(
         messages, tools, template, plan.fmt if plan else None)
-    gen = await start_generation(request, state, req,
-                           lambda m: [render_chat(m, messages, template_tools)], "chatcmpl")
-    try:
-        if req.stream:
-            return await stream_response(request, chat_chunks(gen, req, plan), req)
-        finals = await collect(gen.outputs, gen.clock, req)
-        return json_response(chat_response(gen.meta, finals[0], gen.clock.usage(), plan))
-    finally:
-        gen.abort()  # a no-op once finished; ends the request on errors and disconnects
+    return await serve(request, state, req,
+                       lambda m: [render_chat(m, messages, template_tools)], "chatcmpl",
+                       lambda gen: chat_chunks(gen, req, plan),
+                       lambda gen, finals: chat_response(gen.meta, finals[0], gen.clock.usage(),
+                                                         plan))

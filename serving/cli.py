@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import AsyncEngine, EngineConfig
+from engine.model.checkpoint import resolve_model_path
 from serving.retrieval.service import RetrievalSettings
 from serving.state import ServerSettings
 
@@ -153,6 +154,8 @@ def embedding_plan(args: argparse.Namespace, specs: list[ModelSpec]
     except ValueError as e:
         raise CLIError(str(e)) from None
     explicit = args.embedding_model is not None or args.embedding_model_name is not None
+    if explicit:  # the default model may be missing: then the server runs without it
+        check_model_path(model, "--embedding-model")
     return EmbeddingSpec(names, model, explicit), retrieval
 
 
@@ -185,8 +188,19 @@ def model_specs(args: argparse.Namespace) -> list[ModelSpec]:
             if name in seen:
                 raise CLIError(f"model name {name!r} is used twice")
             seen.add(name)
-        specs.append(ModelSpec(names, engine_config(path, args)))
+        config = engine_config(path, args)
+        if config.load_format != "dummy":
+            check_model_path(path, "--model")
+        specs.append(ModelSpec(names, config))
     return specs
+
+
+def check_model_path(model: str, flag: str) -> None:
+    """A model that does not exist is a flag error, found before anything loads or opens."""
+    try:
+        resolve_model_path(model)
+    except FileNotFoundError as e:
+        raise CLIError(f"{flag} {model}: {e}") from None
 
 
 def fallback_rules(rules: list[str], specs: list[ModelSpec]) -> dict[str, str]:

@@ -8,28 +8,20 @@ from typing import Any
 
 from aiohttp import web
 
-from engine import CompletionOutput, PositionLogprobs, RequestOutput
+from engine import CompletionOutput, PositionLogprobs
 from serving.errors import bad_request
-from serving.generation import (
-    ChoiceDelta,
-    DeltaTracker,
-    Generation,
-    PromptInput,
-    ResponseMeta,
-    collect,
-    finite,
-    json_response,
-    start_generation,
-    stream_response,
-)
+from serving.generation import Finals, Generation, serve
 from serving.requests import CompletionRequest, parse_request
 from serving.responses import (
     Completion,
     CompletionChoice,
     CompletionChunk,
+    ResponseMeta,
     Usage,
     chunk_body,
+    finite,
 )
+from serving.routing import PromptInput
 from serving.served import ServedModel
 from serving.state import ServerState
 
@@ -82,8 +74,8 @@ def completion_choice(index: int, prefix: str, out: CompletionOutput) -> Complet
                             finish_reason=out.finish_reason, stop_reason=out.stop_reason)
 
 
-def completion_response(gen: Generation, req: CompletionRequest,
-                        finals: dict[int, RequestOutput]) -> dict[str, Any]:
+def completion_response(gen: Generation, req: CompletionRequest, finals: Finals
+                        ) -> dict[str, Any]:
     choices = [
         completion_choice(i * req.n + o.index, _echo(gen, req, i), o)
         for i, final in sorted(finals.items()) for o in final.outputs
@@ -100,36 +92,36 @@ def completion_chunk(meta: ResponseMeta, index: int, text: str, include_usage: b
     return chunk_body(CompletionChunk(**meta.ids(), choices=[choice]), include_usage)
 
 
-class _StreamState:
-    """Per choice: where its text offset stands (for logprobs)."""
+class _ChoiceOffsets:
+    """Per choice: whether it has started (the echo goes first) and where its text offset
+    stands (for logprobs)."""
 
-    def __init__(self, stop: str | list[str] | None) -> None:
-        self.tracker = DeltaTracker(stop)
+    def __init__(self) -> None:
         self.offsets: dict[int, int] = {}
 
-    def chunk(self, meta: ResponseMeta, d: ChoiceDelta, prefix: str,
+    def chunk(self, meta: ResponseMeta, index: int, d: CompletionOutput, prefix: str,
               include_usage: bool) -> dict[str, Any]:
-        text = (prefix if d.first else "") + d.text
+        first = index not in self.offsets
+        start = self.offsets.get(index, len(prefix))
         logprobs = None
         if d.logprobs is not None:
-            start = self.offsets.get(d.index, len(prefix))
-            logprobs, self.offsets[d.index] = completion_logprobs(d.logprobs, start)
-        return completion_chunk(meta, d.index, text, include_usage, logprobs, d.finish_reason,
-                                d.stop_reason)
+            logprobs, start = completion_logprobs(d.logprobs, start)
+        self.offsets[index] = start
+        return completion_chunk(meta, index, (prefix if first else "") + d.text, include_usage,
+                                logprobs, d.finish_reason, d.stop_reason)
 
 
 async def completion_chunks(gen: Generation,
                             req: CompletionRequest) -> AsyncGenerator[dict[str, Any], None]:
     """Text deltas of every choice of every prompt as they come, then (if asked) usage."""
-    state = _StreamState(req.stop)
+    offsets = _ChoiceOffsets()
     async with aclosing(gen.outputs) as outputs:
         async for i, out in outputs:
             gen.clock.observe(i, out)
-            for o in out.outputs:
-                index = i * req.n + o.index
-                d = state.tracker.step(index, o)
-                if d is not None:
-                    yield state.chunk(gen.meta, d, _echo(gen, req, i), req.include_usage)
+            for d in out.outputs:
+                if d.text or d.logprobs or d.finish_reason:  # else only held-back text
+                    yield offsets.chunk(gen.meta, i * req.n + d.index, d, _echo(gen, req, i),
+                                        req.include_usage)
     if req.include_usage:
         usage = Usage(**gen.clock.usage())
         yield chunk_body(CompletionChunk(**gen.meta.ids(), choices=[], usage=usage), True)
@@ -138,11 +130,6 @@ async def completion_chunks(gen: Generation,
 async def create_completion(request: web.Request, state: ServerState) -> web.StreamResponse:
     req = parse_request(CompletionRequest, await request.read())
     req.check_supported()
-    gen = await start_generation(request, state, req, lambda m: build_prompts(m, req), "cmpl")
-    try:
-        if req.stream:
-            return await stream_response(request, completion_chunks(gen, req), req)
-        finals = await collect(gen.outputs, gen.clock, req)
-        return json_response(completion_response(gen, req, finals))
-    finally:
-        gen.abort()  # a no-op once finished; ends the requests on errors and disconnects
+    return await serve(request, state, req, lambda m: build_prompts(m, req), "cmpl",
+                       lambda gen: completion_chunks(gen, req),
+                       lambda gen, finals: completion_response(gen, req, finals))

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from engine import AsyncSentenceEncoder
 from serving.cli import CLIError, ServePlan
-from serving.retrieval.service import RetrievalService, open_vector_store
+from serving.retrieval.service import RetrievalService, RetrievalSettings, open_vector_store
 from serving.retrieval.store import VectorStore
 from serving.served import ServedEncoder
 
@@ -21,12 +21,9 @@ logger = logging.getLogger("serving")
 Closer = Callable[[], Awaitable[None]]
 
 
-async def open_store(plan: ServePlan, closers: list[Closer]) -> VectorStore | None:
-    """The vector store, opened before any model loads: a store another process holds is
-    a start-up error that should not wait for the models."""
-    settings = plan.retrieval
-    if plan.embedding is None or settings is None:
-        return None
+async def open_store(settings: RetrievalSettings, closers: list[Closer]) -> VectorStore:
+    """The vector store, opened last of all: a start-up that fails earlier (a bad flag, a
+    model that does not load) creates nothing under the data directory."""
     try:
         store = await asyncio.to_thread(open_vector_store, settings)
     except (RuntimeError, ValueError, OSError) as e:  # e.g. another process holds the folder
@@ -36,12 +33,13 @@ async def open_store(plan: ServePlan, closers: list[Closer]) -> VectorStore | No
     return store
 
 
-async def load_embeddings(plan: ServePlan, closers: list[Closer], store: VectorStore | None
+async def load_embeddings(plan: ServePlan, closers: list[Closer]
                           ) -> tuple[list[ServedEncoder], RetrievalService | None]:
-    """The served encoders and the retrieval service over `store`; `closers` collects
-    their shutdowns as they come, so that a failure midway still releases what was opened."""
+    """The served encoders and the retrieval service over the store (opened after the
+    encoder loads); `closers` collects their shutdowns as they come, so that a failure
+    midway still releases what was opened."""
     spec = plan.embedding
-    if spec is None or plan.retrieval is None or store is None:
+    if spec is None or plan.retrieval is None:
         return [], None
     logger.info("loading embedding model %s as %s", spec.model, spec.names[0])
     try:
@@ -51,10 +49,9 @@ async def load_embeddings(plan: ServePlan, closers: list[Closer], store: VectorS
             raise
         logger.warning("no embedding model: %s; /v1/embeddings serves the chat models only "
                        "and retrieval is off", e)
-        closers.remove(store.close)
-        await store.close()  # unlock the folder: nothing will use it
         return [], None
     closers.append(encoder.shutdown)
+    store = await open_store(plan.retrieval, closers)
     served = ServedEncoder(spec.names[0], encoder, spec.names[1:])
     s = encoder.summary()
     logger.info("embedding model %s: %.2fM parameters, %d-d, %s pooling%s, max %d tokens",

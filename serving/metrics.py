@@ -27,7 +27,8 @@ LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 
 
 def engine_load(engine: AsyncEngine) -> tuple[int, int, float]:
     """(running, waiting, KV cache usage in [0, 1]) of one engine."""
-    return engine.num_running, engine.num_waiting, float(engine.kv_cache_usage)
+    stats = engine.stats()
+    return stats.num_running, stats.num_waiting, stats.kv_cache_usage
 
 
 class ServerMetrics:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from jsonschema import Draft202012Validator, SchemaError
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from engine import GuidedDecoding, SamplingParams
+from engine import GuidedDecoding, InvalidRequest, SamplingParams
 from serving.errors import APIError, bad_request
 from serving.tools.definitions import ToolRequest, tool_request
 
@@ -111,6 +111,19 @@ class SamplingRequest(_Strict):
     def set_guided(self, guided: GuidedDecoding | None) -> None:
         self._guided = guided
 
+    def param_for(self, engine_param: str | None) -> str | None:
+        """The request field an engine InvalidRequest.param stands for (OpenAI's `param`)."""
+        if engine_param == "prompt":
+            return self.PROMPT_PARAM
+        if engine_param == "guided":
+            return "response_format"
+        if engine_param == "max_tokens":
+            return self.max_tokens_param()
+        return engine_param if engine_param in type(self).model_fields else None
+
+    def max_tokens_param(self) -> str:
+        return "max_tokens"
+
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
 
@@ -154,6 +167,14 @@ class ChatCompletionRequest(SamplingRequest):
     def requested_max_tokens(self) -> int | None:
         # max_completion_tokens replaces the deprecated max_tokens in OpenAI's API.
         return self.max_completion_tokens or self.max_tokens
+
+    def max_tokens_param(self) -> str:
+        return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
+
+    def param_for(self, engine_param: str | None) -> str | None:
+        if engine_param == "guided" and (self.tools or self.functions):
+            return "tools" if self.tools else "functions"  # the grammar came from the tools
+        return super().param_for(engine_param)
 
     def num_logprobs(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
@@ -320,25 +341,9 @@ def parse_request(model_cls: type[M], body: bytes | str | dict[str, Any]) -> M:
 
 # ---- engine parameters ---------------------------------------------------------------------
 
-# Engine messages that do not start with a request field name.
-_MESSAGE_PARAMS = {"the request asks for": "n", "guided.json_schema": "response_format",
-                   "guided.json_object": "response_format", "guided.structural_tag": "tools"}
-
-
-def value_error_param(message: str, req: SamplingRequest) -> str | None:
-    """The field an engine ValueError is about: its messages start with the field's name."""
-    for start, param in _MESSAGE_PARAMS.items():
-        if message.startswith(start):
-            return param
-    word = message.split(" ", 1)[0].strip(":,.")
-    if word == "prompt":
-        return req.PROMPT_PARAM
-    return word if word in type(req).model_fields else None
-
-
 def to_sampling_params(req: SamplingRequest, max_tokens: int | None) -> SamplingParams:
     """The engine's SamplingParams for `req`, with the token budget decided by the caller."""
     try:
         return SamplingParams(max_tokens=max_tokens, **req.sampling_kwargs())
-    except ValueError as e:
-        raise bad_request(str(e), value_error_param(str(e), req)) from None
+    except InvalidRequest as e:
+        raise bad_request(str(e), req.param_for(e.param)) from None

@@ -6,9 +6,41 @@ the client asked for usage (PROTOCOL.md), which `chunk_body` takes care of.
 
 from __future__ import annotations
 
+import json
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from aiohttp import web
 from pydantic import BaseModel, Field
+
+MIN_LOGPROB = -9999.0  # JSON has no -Infinity; a masked token gets this instead
+
+
+@dataclass
+class ResponseMeta:
+    """What every response body and chunk of one request repeats."""
+
+    id: str
+    model: str
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def ids(self) -> dict[str, Any]:
+        return {"id": self.id, "created": self.created, "model": self.model}
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def finite(logprob: float) -> float:
+    return logprob if math.isfinite(logprob) else MIN_LOGPROB
+
+
+def json_response(body: dict[str, Any]) -> web.Response:
+    return web.json_response(body, dumps=lambda b: json.dumps(b, ensure_ascii=False))
 
 
 class PromptTokensDetails(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,22 @@ REPO = Path(__file__).resolve().parent.parent
 # decorated, so it must be set before anything imports kernels/ (the engine does).
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_dir_outside_the_checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Servers started by tests (in-process or as subprocesses, which inherit the variable)
+    keep their data in a temporary folder, never in the user's ./engine-data: the suite can
+    run beside a server the user started in this checkout."""
+    default = REPO / "engine-data"
+    existed = default.exists()
+    data = tmp_path_factory.mktemp("engine-data")
+    os.environ["ENGINE_DATA_DIR"] = str(data)
+    yield data
+    if not existed and default.exists():
+        pytest.fail(f"a test wrote {default} inside the checkout")
+
 
 # Shapes of the tiny checkpoints: a Llama-2-like one (MHA, untied) and a Llama-3.1-like one
 # (GQA, llama3 rope scaling, tied embeddings).

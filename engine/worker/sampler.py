@@ -28,11 +28,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from engine.guided.matcher import GrammarState, apply_grammar_masks
 from engine.sampling_params import SamplingParams
+
+if TYPE_CHECKING:  # xgrammar is imported on the first guided batch only
+    from engine.guided.matcher import GrammarState
 
 # Below this temperature the scaled logits can overflow float32; such rows are greedy.
 MIN_TEMPERATURE = 1e-5
@@ -233,6 +236,9 @@ class Sampler:
             raw_logprobs = torch.log_softmax(logits.float(), dim=1)
         processed = apply_penalties(logits, meta)
         if meta.grammars is not None:
+            # Imported here: xgrammar belongs to guided decoding only (the GPU image lacks it).
+            from engine.guided.matcher import apply_grammar_masks
+
             apply_grammar_masks(processed, meta.grammars)
         tokens = processed.argmax(dim=1)
         sampled = [i for i, p in enumerate(meta.params) if not _is_greedy(p)]

@@ -15,14 +15,14 @@ from engine import CompletionOutput, Logprob, PositionLogprobs, RequestOutput
 from serving.chat import chat_chunk, chat_logprobs, chat_response
 from serving.completions import completion_chunk, completion_logprobs
 from serving.errors import APIError
-from serving.generation import DeltaTracker, ResponseMeta, merge, undecided_length
+from serving.generation import merge
 from serving.requests import (
     ChatCompletionRequest,
     CompletionRequest,
     parse_request,
     to_sampling_params,
-    value_error_param,
 )
+from serving.responses import ResponseMeta
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -310,14 +310,17 @@ def test_sampling_params_errors_name_the_param(body: dict[str, Any], max_tokens:
     assert err.param == param, err.message
 
 
-def test_engine_error_messages_map_to_params() -> None:
+def test_engine_params_map_to_request_fields() -> None:
     req, creq = chat(), completion()
-    assert value_error_param("prompt has 300 tokens but ...", req) == "messages"
-    assert value_error_param("prompt must not be empty", creq) == "prompt"
-    assert value_error_param("the request asks for 9 samples (n / best_of)", req) == "n"
-    assert value_error_param("logit_bias token id 999 is outside", req) == "logit_bias"
-    assert value_error_param("stop_token_ids 999 is outside", req) == "stop_token_ids"
-    assert value_error_param("something else entirely", req) is None
+    assert req.param_for("prompt") == "messages" and creq.param_for("prompt") == "prompt"
+    assert req.param_for("n") == "n" and req.param_for("logit_bias") == "logit_bias"
+    assert req.param_for("stop_token_ids") == "stop_token_ids"
+    assert req.param_for("guided") == creq.param_for("guided") == "response_format"
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    assert chat(tools=[tool]).param_for("guided") == "tools"
+    assert chat(max_completion_tokens=5).param_for("max_tokens") == "max_completion_tokens"
+    assert req.param_for("best_of") is None  # not a chat field
+    assert req.param_for(None) is None
 
 
 # ---- response builders --------------------------------------------------------------------
@@ -389,48 +392,7 @@ def test_chat_response_shape() -> None:
     assert second["index"] == 1 and len(second["logprobs"]["content"]) == 1
 
 
-# ---- deltas and merging -------------------------------------------------------------------
-
-def test_delta_tracker_sends_only_new_text_and_finishes_once() -> None:
-    t = DeltaTracker()
-    assert t.step(0, CompletionOutput(0, "", [1])) is None  # nothing decided yet
-    d = t.step(0, CompletionOutput(0, "Hel", [1, 2], logprobs=POSITIONS[:2]))
-    assert d is not None and d.first and d.text == "Hel" and d.logprobs == POSITIONS[:2]
-    assert t.step(0, CompletionOutput(0, "Hel", [1, 2, 3])) is None  # no new text
-    d = t.step(0, CompletionOutput(0, "Hello", [1, 2, 3], "stop", logprobs=POSITIONS))
-    assert d is not None and not d.first and d.text == "lo"
-    assert d.finish_reason == "stop" and d.logprobs == POSITIONS[2:]
-    assert t.step(0, CompletionOutput(0, "Hello", [1, 2, 3], "stop")) is None
-
-
-def test_delta_tracker_holds_back_stop_string_prefixes_and_half_characters() -> None:
-    t = DeltaTracker(["STOP", "xyz"])
-    d = t.step(0, CompletionOutput(0, "ab ST", [1]))
-    assert d is not None and d.text == "ab "  # "ST" may begin "STOP"
-    assert t.step(0, CompletionOutput(0, "ab STO", [1, 2])) is None
-    d = t.step(0, CompletionOutput(0, "ab STOr x", [1, 2, 3]))
-    assert d is not None and d.text == "STOr "  # decided: not a stop string after all
-    d = t.step(0, CompletionOutput(0, "ab STOr xy\ufffd", [1, 2, 3, 4]))
-    assert d is None
-    d = t.step(0, CompletionOutput(0, "ab STOr ", [1, 2, 3, 4, 5], "stop", "xyz"))
-    assert d is not None and d.text == "" and d.stop_reason == "xyz"
-
-
-def test_delta_tracker_holds_back_a_trailing_replacement_character() -> None:
-    t = DeltaTracker()
-    d = t.step(0, CompletionOutput(0, "caf\ufffd", [1]))
-    assert d is not None and d.text == "caf"
-    d = t.step(0, CompletionOutput(0, "café!", [1, 2]))
-    assert d is not None and d.text == "é!"
-    assert undecided_length("a\ufffd\ufffd", []) == 2
-    assert undecided_length("ab ST", ["STOP"]) == 2
-    assert undecided_length("abc", ["STOP"]) == 0
-
-
-def test_delta_tracker_finishes_a_choice_with_no_text() -> None:
-    d = DeltaTracker().step(3, CompletionOutput(0, "", [2], "stop", 2))
-    assert d is not None and d.text == "" and d.first and d.finish_reason == "stop"
-
+# ---- merging ------------------------------------------------------------------------------
 
 async def scripted(name: str, n: int, delay: float, closed: list[str]
                    ) -> AsyncGenerator[RequestOutput, None]:
