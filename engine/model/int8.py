@@ -74,7 +74,9 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        x2 = x.reshape(-1, self.in_features).float()
+        x2 = x if x.dim() == 2 else x.reshape(-1, self.in_features)
+        if x2.dtype != torch.float32:  # fbgemm takes float32 activations
+            x2 = x2.float()
         if x2.shape[0] == 0:
             return x.new_empty(*shape[:-1], self.out_features)
         if x2.shape[0] == 1:
@@ -90,7 +92,9 @@ class Int8Linear(nn.Module):
             y.mul_(span).addmm_(lo, self.weight_rowsum)
         if self.bias is not None:
             y.add_(self.bias)
-        return y.to(x.dtype).view(*shape[:-1], self.out_features)
+        if x.dtype != torch.float32:
+            y = y.to(x.dtype)
+        return y if x.dim() == 2 else y.view(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, int8 per-channel"
