@@ -14,6 +14,8 @@ engine amortizes it over its layers; SDPA's per-call mask is timed, as the engin
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import statistics
 import sys
 import time
@@ -64,8 +66,10 @@ def run(batches: tuple[int, ...], contexts: tuple[int, ...], reps: int) -> list[
             def sdpa() -> torch.Tensor:
                 return reference._decode_attention(q, k, v, tables, lens_list, scale)
 
+            group = dataclasses.replace(plan.groups[0], use_sdpa=False)  # the matmul path
+
             def matmul() -> torch.Tensor:
-                return cpu_attention._attend(q, k, v, plan.groups[0], scale)
+                return cpu_attention._attend(q, k, v, group, scale)
 
             torch.testing.assert_close(matmul(), sdpa(), atol=1e-4, rtol=1e-4)
             sdpa_us, matmul_us = _interleaved([sdpa, matmul], reps)
@@ -81,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's; 1 is steadier on a busy machine)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     batches, contexts = ((1,), (64,)) if args.quick else (BATCHES, CONTEXTS)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"{Q_HEADS}/{KV_HEADS} heads x {HEAD_DIM}, block {BLOCK}, float32, median of "
@@ -89,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'batch':>5} {'context':>7} {'sdpa us':>10} {'matmul us':>10} {'ratio':>8}")
     rows = run(batches, contexts, args.reps)
     if not args.quick:
-        print("saved", save("cpu_attention", {"shape": [Q_HEADS, KV_HEADS, HEAD_DIM, BLOCK],
-                                               "reps": args.reps, "rows": rows}))
+        print("saved", save("cpu_attention", {"loadavg_1m": os.getloadavg()[0], "shape": [Q_HEADS, KV_HEADS, HEAD_DIM, BLOCK],
+                                               "reps": args.reps, "threads": torch.get_num_threads(), "rows": rows}))
     return 0
 
 

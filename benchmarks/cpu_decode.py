@@ -13,6 +13,7 @@ function; the remainder of the step is host overhead (Python, small ops, dispatc
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -23,7 +24,9 @@ from torch import nn
 from benchmarks.common import memory_bandwidth_gbps, save
 from engine.model.int8 import Int8Linear
 from engine.model.loader import load_model
+from engine.worker.cpu_ops import cpu_ops
 from engine.worker.model_runner import ModelRunner, SequenceChunk
+from kernels import reference_ops
 from weights import model_path
 
 GEMM_OPS = ("aten::mm", "aten::addmm", "quantized::linear_dynamic", "aten::matmul", "aten::bmm")
@@ -43,9 +46,9 @@ def weight_bytes(model: nn.Module) -> int:
 
 
 class Decoder:
-    def __init__(self, quantization: str, batch: int, context: int) -> None:
+    def __init__(self, quantization: str, batch: int, context: int, ops: object) -> None:
         loaded = load_model(model_path("smollm2-135m-instruct"), torch.float32,
-                            torch.device("cpu"), quantization=quantization)
+                            torch.device("cpu"), ops, quantization=quantization)
         self.model = loaded.model
         blocks = -(-(context + 512) // 16)
         self.runner = ModelRunner(self.model, num_blocks=blocks * batch, block_size=16,
@@ -84,10 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--context", type=int, default=40)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's; 1 is steadier on a busy machine)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     bw = memory_bandwidth_gbps("cpu")
-    decs = {"float32": Decoder("none", args.batch, args.context),
-            "int8": Decoder("int8", args.batch, args.context)}
+    # int8 with the plain references shows what CpuOps' host-side cuts save.
+    decs = {"float32": Decoder("none", args.batch, args.context, cpu_ops),
+            "int8": Decoder("int8", args.batch, args.context, cpu_ops),
+            "int8_reference_ops": Decoder("int8", args.batch, args.context, reference_ops)}
     times: dict[str, list[float]] = {k: [] for k in decs}
     for _ in range(args.steps):
         for name, dec in decs.items():
@@ -106,9 +115,12 @@ def main(argv: list[str] | None = None) -> int:
                "of_roofline": round(roof_ms / ms, 2), **breakdown(dec, 5)}
         rows[name] = row
         print(name, row, flush=True)
-    print(f"int8 / float32 tok/s: {rows['int8']['tok_s'] / rows['float32']['tok_s']:.2f}")
+    print(f"int8 / float32 tok/s: {rows['int8']['tok_s'] / rows['float32']['tok_s']:.2f}; "
+          f"CpuOps / reference ops (int8): "
+          f"{rows['int8']['tok_s'] / rows['int8_reference_ops']['tok_s']:.2f}")
     print("saved", save("cpu_decode", {"batch": args.batch, "context": args.context,
                                        "steps": args.steps, "copy_gbps": round(bw, 1),
+                                       "loadavg_1m": os.getloadavg()[0],
                                        "rows": rows}))
     return 0
 

@@ -13,6 +13,7 @@ saves JSON and a PNG (output tok/s vs concurrency) under benchmarks/results/.
 from __future__ import annotations
 
 import argparse
+import os
 import asyncio
 import json
 import subprocess
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             str(args.llama_server), "-m", args.model, "-t", str(args.threads), "-np", str(top),
             "-c", str(top * 512), "--host", "127.0.0.1", "--port", str(port)], port, args)
     print(table(ours, peer))
-    record = {"model": args.model, "max_tokens": args.max_tokens, "threads": args.threads,
+    record = {"loadavg_1m": os.getloadavg()[0], "model": args.model, "max_tokens": args.max_tokens, "threads": args.threads,
               "quantization": args.quantization, "ours": ours, "llama_cpp": peer}
     json_path = save("peers", record)
     png = json_path.with_suffix(".png")

@@ -1,8 +1,8 @@
 """Decode attention for the CPU: batched matmul + softmax over the gathered KV blocks.
 
-torch's SDPA on the CPU costs ~1.6 ms per decode call at a 40-token context (a fixed cost
-of its flash kernel, not arithmetic). Here the same math is two batched matmuls and a
-softmax, so a call costs what its bytes cost. Every layer of a step sees the same block
+torch's SDPA on the CPU has a fixed cost per decode call that dominates small contexts (the
+issue's profile: ~1.6 ms at 40 tokens). Here the same math is two batched matmuls and a
+softmax; past a measured crossover (MATMUL_MAX_KEYS) a group goes to SDPA after all. Every layer of a step sees the same block
 tables and lengths, so the padding plan (groups, masks, trimmed tables) is built once per
 step and reused (while the index tensors hold the same values).
 """
@@ -12,10 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 # A decode group is padded to its longest context; a sequence joins the current group
 # while the padded size stays within this factor of the real one (lengths sorted).
 MAX_PADDING = 1.5
+# Crossover, measured by benchmarks/cpu_attention.py (SmolLM2 shape, 1 thread, busy 2-core
+# machine): the matmul path won at every context for one sequence (1.45-2.0x, 16 to 4096
+# keys) and for groups of up to ~512 keys in all (8 x 16: 1.32x, 32 x 16: 1.22x, 8 x 64:
+# even); beyond, its transposed K/V copies cost more than SDPA's fixed cost (32 x 64: 0.17x,
+# 32 x 1024: 0.65x), so larger groups go to SDPA.
+MATMUL_MAX_KEYS = 512
 
 
 @dataclass
@@ -23,6 +30,7 @@ class DecodeGroup:
     rows: torch.Tensor | None  # rows of q in this group (None: all rows, in order)
     tables: torch.Tensor  # [group, blocks] block tables trimmed to the longest context
     masked: torch.Tensor | None  # [group, 1, 1, padded_len] True where a key is padding
+    use_sdpa: bool  # past the measured crossover (MATMUL_MAX_KEYS)
 
 
 @dataclass
@@ -65,7 +73,8 @@ def build_plan(block_tables: torch.Tensor, context_lens: torch.Tensor, block_siz
             glens = torch.tensor(sorted_lens[start:stop])
             pos = torch.arange(nblocks * block_size)
             masked = (pos[None, :] >= glens[:, None])[:, None, None, :]
-        groups.append(DecodeGroup(idx, tables, masked))
+        keys = len(rows) * nblocks * block_size
+        groups.append(DecodeGroup(idx, tables, masked, len(rows) > 1 and keys > MATMUL_MAX_KEYS))
     all_rows = len(groups) == 1 and groups[0].rows is None
     return DecodePlan(groups, all_rows)
 
@@ -98,6 +107,13 @@ def _attend(
     # [g, len, kv_heads, D] -> [g, kv_heads, len, D]
     k = k_cache.view(k_cache.shape[0], -1).index_select(0, flat).view(b, -1, kv_heads, dim)
     v = v_cache.view(v_cache.shape[0], -1).index_select(0, flat).view(b, -1, kv_heads, dim)
+    if group.use_sdpa:
+        keep = None if group.masked is None else ~group.masked
+        o = F.scaled_dot_product_attention(
+            q[:, :, None, :], k.transpose(1, 2), v.transpose(1, 2), attn_mask=keep,
+            scale=scale, enable_gqa=True,
+        )
+        return o[:, :, 0, :]
     qg = q.view(b, kv_heads, heads // kv_heads, dim)  # GQA: the heads sharing a KV head
     scores = torch.matmul(qg, k.permute(0, 2, 3, 1))  # [g, kv_heads, group, len]
     scores.mul_(scale)

@@ -71,3 +71,15 @@ def test_mixed_prefill_and_decode_step_matches_oracle():
         query_start_loc(q_lens), max(q_lens), 0.2,
     )
     assert_close(got, naive_attention(q, cache, q_lens, 0.2).float())
+
+
+def test_large_groups_take_sdpa_and_still_match_oracle():
+    lens = [200, 190, 180, 170]  # 4 x 208 padded keys: past MATMUL_MAX_KEYS
+    cache = make_paged_cache(lens, 2, 16, 16, torch.float32)
+    plan = cpu_attention.build_plan(cache.block_tables, cache.context_lens, 16)
+    assert [g.use_sdpa for g in plan.groups] == [True]
+    q = torch.randn(4, 4, 16)
+    got = cpu_attention.paged_decode_attention(
+        q, cache.k_cache, cache.v_cache, cache.block_tables, cache.context_lens, 0.25
+    )
+    assert_close(got, naive_attention(q, cache, [1] * 4, 0.25).float())
