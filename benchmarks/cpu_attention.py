@@ -54,30 +54,33 @@ def _interleaved(fns: list[Callable[[], object]], reps: int) -> list[float]:
     return [1e6 * statistics.median(t) for t in times]
 
 
+def point(batch: int, ctx: int, reps: int) -> dict:
+    q, k, v, tables, lens = _case(batch, ctx)
+    plan = cpu_attention.build_plan(tables, lens, BLOCK)
+    group = dataclasses.replace(plan.groups[0], use_sdpa=False)  # the matmul path
+    scale = HEAD_DIM**-0.5
+    lens_list = lens.tolist()
+
+    def sdpa() -> torch.Tensor:
+        return reference._decode_attention(q, k, v, tables, lens_list, scale)
+
+    def matmul() -> torch.Tensor:
+        return cpu_attention._attend(q, k, v, group, scale)
+
+    torch.testing.assert_close(matmul(), sdpa(), atol=1e-4, rtol=1e-4)
+    sdpa_us, matmul_us = _interleaved([sdpa, matmul], reps)
+    return {"batch": batch, "context": ctx, "sdpa_us": round(sdpa_us, 1),
+            "matmul_us": round(matmul_us, 1), "sdpa_over_matmul": round(sdpa_us / matmul_us, 2)}
+
+
 def run(batches: tuple[int, ...], contexts: tuple[int, ...], reps: int) -> list[dict]:
     rows = []
     for batch in batches:
         for ctx in contexts:
-            q, k, v, tables, lens = _case(batch, ctx)
-            plan = cpu_attention.build_plan(tables, lens, BLOCK)
-            scale = HEAD_DIM**-0.5
-            lens_list = lens.tolist()
-
-            def sdpa() -> torch.Tensor:
-                return reference._decode_attention(q, k, v, tables, lens_list, scale)
-
-            group = dataclasses.replace(plan.groups[0], use_sdpa=False)  # the matmul path
-
-            def matmul() -> torch.Tensor:
-                return cpu_attention._attend(q, k, v, group, scale)
-
-            torch.testing.assert_close(matmul(), sdpa(), atol=1e-4, rtol=1e-4)
-            sdpa_us, matmul_us = _interleaved([sdpa, matmul], reps)
-            rows.append({"batch": batch, "context": ctx, "sdpa_us": round(sdpa_us, 1),
-                         "matmul_us": round(matmul_us, 1),
-                         "sdpa_over_matmul": round(sdpa_us / matmul_us, 2)})
-            print(f"{batch:>5} {ctx:>7} {sdpa_us:>10.1f} {matmul_us:>10.1f} "
-                  f"{sdpa_us / matmul_us:>8.2f}", flush=True)
+            row = point(batch, ctx, reps)
+            rows.append(row)
+            print(f"{batch:>5} {ctx:>7} {row['sdpa_us']:>10.1f} {row['matmul_us']:>10.1f} "
+                  f"{row['sdpa_over_matmul']:>8.2f}", flush=True)
     return rows
 
 

@@ -13,9 +13,9 @@ saves JSON and a PNG (output tok/s vs concurrency) under benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import os
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
-from benchmarks.common import RESULTS, ms_stats, save
+from benchmarks.common import ms_stats, save
 from benchmarks.serving import free_port, wait_healthy
 
 QUESTIONS = [
@@ -92,7 +92,8 @@ async def level(url: str, concurrency: int, rounds: int, max_tokens: int) -> dic
 
 
 def start(cmd: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT)
 
 
 def run_server(name: str, cmd: list[str], port: int, args: argparse.Namespace) -> list[dict]:
@@ -116,11 +117,15 @@ def run_server(name: str, cmd: list[str], port: int, args: argparse.Namespace) -
 
 
 def table(ours: list[dict], peer: list[dict] | None) -> str:
-    lines = ["| concurrent streams | ours, output tok/s | llama.cpp, output tok/s | ours / "
-             "llama.cpp | TTFT p50 ours / llama.cpp | inter-token p50 ours / llama.cpp |",
-             "|---|---|---|---|---|---|"]
-    for i, o in enumerate(ours):
+    header = ("| concurrent streams | ours, output tok/s | llama.cpp, output tok/s | ours / "
+              "llama.cpp | TTFT p50 ours / llama.cpp | inter-token p50 ours / llama.cpp |")
+    lines = [header, "|---|---|---|---|---|---|"]
+    for i, o in enumerate(ours or peer or []):
         p = peer[i] if peer else None
+        if not ours:  # llama-server alone
+            lines.append(f"| {o['concurrency']} | - | {o['output_tok_s']} | - | "
+                         f"- / {o['ttft_ms']['p50']} ms | - / {o['itl_ms']['p50']} ms |")
+            continue
         if p is None:
             lines.append(f"| {o['concurrency']} | {o['output_tok_s']} | - | - | "
                          f"{o['ttft_ms']['p50']} / - ms | {o['itl_ms']['p50']} / - ms |")
@@ -162,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="each level sends at least this many requests (whole waves)")
     parser.add_argument("--threads", type=int, default=2, help="llama-server -t")
     parser.add_argument("--quantization", default=None, help="our --quantization")
+    parser.add_argument("--skip-ours", action="store_true", help="llama-server only")
     args = parser.parse_args(argv)
     if args.model is None:
         from weights import model_path
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--max-model-len", "1024", "--max-num-seqs", str(top), "--log-level", "warning"]
     if args.quantization:
         ours_cmd += ["--quantization", args.quantization]
-    ours = run_server("ours", ours_cmd, port, args)
+    ours = [] if args.skip_ours else run_server("ours", ours_cmd, port, args)
     peer = None
     if args.llama_server:
         port = free_port()

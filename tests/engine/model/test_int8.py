@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from engine.model.int8 import Int8Linear, quantize_int8_per_channel, quantize_model_int8
+from engine.model.int8 import Int8Linear, quantize_int8_per_channel
 from engine.model.loader import load_model
 from engine.worker.model_runner import ModelRunner, SequenceChunk
 
