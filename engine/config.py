@@ -180,7 +180,9 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.9
     # "fp8": quantize the linear layers' weights to float8_e4m3fn at load time (W8A8: weights
     # in 128x128 blocks, activations in dynamic 1x128 groups). FP8 checkpoints are detected
-    # and load as they are without it.
+    # and load as they are without it. "int8" (CPU): int8 weights with per-channel scales,
+    # LM head included; the CPU default for GGUF files with 4/5/8-bit tensors. "none":
+    # float weights even then.
     quantization: str | None = None
     # "auto": read the checkpoint; "dummy": random weights for the config, no weight file.
     load_format: str = "auto"
@@ -200,7 +202,7 @@ class EngineConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.kv_cache_bytes is not None and self.kv_cache_bytes <= 0:
             raise ValueError(f"kv_cache_bytes must be positive, got {self.kv_cache_bytes}")
-        choices = {"quantization": (None, "fp8"), "load_format": ("auto", "dummy"),
+        choices = {"quantization": (None, "fp8", "int8", "none"), "load_format": ("auto", "dummy"),
                    "kernel_backend": ("auto", "torch", "triton")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kernels import cpu_attention
+
 
 def _into(out: torch.Tensor | None, result: torch.Tensor) -> torch.Tensor:
     """The contract's optional output buffer: copy the result into it when one is given."""
@@ -118,6 +120,13 @@ def _paged_attention_lists(
     q_lens = [query_start_loc[i + 1] - query_start_loc[i] for i in range(len(context_lens))]
     # Decodes sorted by context length and padded in groups: less padding to gather.
     decode = sorted((i for i, n in enumerate(q_lens) if n == 1), key=lambda i: context_lens[i])
+    if decode and q.device.type == "cpu":
+        rows = torch.tensor([query_start_loc[i] for i in decode])
+        out[rows] = cpu_attention.paged_decode_attention(
+            q[rows], k_cache, v_cache, block_tables[decode],
+            torch.tensor([context_lens[i] for i in decode]), scale,
+        )
+        decode = []
     for g in range(0, len(decode), DECODE_GROUP):
         group = decode[g : g + DECODE_GROUP]
         rows = torch.tensor([query_start_loc[i] for i in group], device=q.device)
@@ -170,6 +179,10 @@ def paged_decode_attention(
     num_splits only shapes a kernel's launch; the reference ignores it.
     """
     del num_splits
+    if q.device.type == "cpu":  # batched matmuls: SDPA's fixed cost dominates small contexts
+        return _into(out, cpu_attention.paged_decode_attention(
+            q, k_cache, v_cache, block_tables, context_lens, scale
+        ))
     result = torch.zeros_like(q)
     lens = [int(n) for n in context_lens.tolist()]
     rows = [i for i, n in enumerate(lens) if n > 0]  # zero-length rows are CUDA-graph padding

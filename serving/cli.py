@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--kv-cache-bytes", type=byte_size, help="KV cache budget on the CPU")
     e.add_argument("--gpu-memory-utilization", type=float)
     e.add_argument("--seed", type=int)
-    e.add_argument("--quantization", choices=["fp8"],
+    e.add_argument("--quantization", choices=["fp8", "int8", "none"],
                    help="fp8: quantize the linear layers' weights to FP8 (W8A8) at load time")
     e.add_argument("--load-format", choices=["auto", "dummy"],
                    help="dummy: random weights for the model's shape (benchmarking)")

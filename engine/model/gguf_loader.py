@@ -98,6 +98,16 @@ def end_of_generation_ids(meta: dict[str, Any], tokenizer: Tokenizer) -> frozens
     return frozenset(int(i) for i in ids if i is not None)
 
 
+def has_low_bit_weights(path: Path) -> bool:
+    """Whether any tensor is stored in a 4/5/6/8-bit format (not F32/F16/BF16): such a file
+    loads as int8 on the CPU by default rather than being inflated to float."""
+    gf = GGUFFile(path)
+    try:
+        return any(t.qtype not in (Q.F32, Q.F16, Q.BF16) for t in gf.tensors)
+    finally:
+        gf.close()
+
+
 def load_gguf(
     path: Path, dtype: torch.dtype, device: torch.device, ops: SimpleNamespace
 ) -> LoadedModel:

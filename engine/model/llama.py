@@ -99,5 +99,6 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits in float32 for the rows the sampler needs (usually each sequence's last)."""
-        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return (hidden @ weight.t()).float()
+        if self.lm_head is None:
+            return (hidden @ self.embed_tokens.weight.t()).float()
+        return self.lm_head(hidden).float()  # nn.Linear, or Int8Linear after quantization

@@ -14,6 +14,7 @@ from engine.model.checkpoint import LoadedModel, resolve_model_path
 from engine.model.dummy import load_dummy
 from engine.model.fp8 import LOAD_TIME_BLOCK, Fp8Linear, quantize_linears
 from engine.model.hf_loader import load_hf_folder
+from engine.model.int8 import quantize_model_int8
 
 logger = logging.getLogger(__name__)
 
@@ -28,18 +29,40 @@ def load_model(
     """Load a checkpoint (or random weights with load_format="dummy") for `ops`' kernels.
 
     quantization="fp8" turns the decoder's linear layers into FP8 ones after loading;
-    FP8 checkpoints are FP8 already.
+    FP8 checkpoints are FP8 already. "int8" (CPU only) turns them and the LM head into
+    int8 ones; it is the default on the CPU for GGUF files with 4/5/8-bit tensors, which
+    "none" overrides (float weights in `dtype`).
     """
     ops = kernels.reference_ops if ops is None else ops
     if load_format == "dummy":
         loaded = load_dummy(model, dtype, device, ops)
     else:
-        loaded = _load_checkpoint(resolve_model_path(model), dtype, device, ops)
+        path = resolve_model_path(model)
+        if quantization is None and device.type == "cpu" and _is_low_bit_gguf(path):
+            quantization = "int8"
+            logger.info("%s holds 4/5/8-bit tensors: loading its weights as int8", path.name)
+        loaded = _load_checkpoint(path, dtype, device, ops)
     if quantization == "fp8" and not any(isinstance(m, Fp8Linear) for m in loaded.model.modules()):
         count = quantize_linears(loaded.model, ops)
         logger.info("quantized %d linear layers to FP8 (weights in %dx%d blocks)", count,
                     LOAD_TIME_BLOCK, LOAD_TIME_BLOCK)
+    elif quantization == "int8":
+        if any(isinstance(m, Fp8Linear) for m in loaded.model.modules()):
+            raise ValueError("quantization='int8' cannot apply to an FP8 checkpoint")
+        count = quantize_model_int8(loaded.model)
+        logger.info("quantized %d linear layers (LM head included) to int8", count)
     return loaded
+
+
+def _is_low_bit_gguf(path: Path) -> bool:
+    if path.is_dir():
+        return False
+    with open(path, "rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            return False
+    from engine.model.gguf_loader import has_low_bit_weights
+
+    return has_low_bit_weights(path)
 
 
 def _load_checkpoint(

@@ -15,6 +15,7 @@ import torch
 import kernels
 from engine import EngineConfig
 from engine.model.loader import load_model
+from engine.worker.cpu_ops import cpu_ops
 from engine.worker.kernel_backend import select_ops
 from engine.worker.model_runner import ModelRunner, SequenceChunk
 
@@ -47,8 +48,8 @@ def test_triton_path_matches_reference(tiny_llama: Path, quantization: str | Non
 
 def test_backend_choice() -> None:
     cpu = torch.device("cpu")
-    assert select_ops("auto", cpu) is kernels.reference_ops
-    assert select_ops("torch", cpu) is kernels.reference_ops
+    assert select_ops("auto", cpu) is cpu_ops
+    assert select_ops("torch", cpu) is cpu_ops
     assert select_ops("triton", cpu) is kernels.triton_ops  # interpreted in the test session
 
 

@@ -90,7 +90,7 @@ def write_gguf(folder: Path, dest: Path, matrix_type: Q, rope_freqs: bool = Fals
 
 
 def state(folder_or_file: Path) -> dict[str, torch.Tensor]:
-    loaded = load_model(folder_or_file, torch.float32, torch.device("cpu"))
+    loaded = load_model(folder_or_file, torch.float32, torch.device("cpu"), quantization="none")
     return {k: v.clone() for k, v in loaded.model.state_dict().items()}
 
 
