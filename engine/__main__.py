@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", default="float32")
     gen.add_argument("--device", default="cpu")
     gen.add_argument("--max-model-len", type=int, default=None)
-    gen.add_argument("--quantization", choices=["fp8"], default=None)
+    gen.add_argument("--quantization", choices=["fp8", "int8", "none"], default=None)
     gen.add_argument("--load-format", choices=["auto", "dummy"], default="auto")
     gen.add_argument("--kernel-backend", choices=["auto", "torch", "triton"], default="auto")
     gen.add_argument("-v", "--verbose", action="store_true", help="log loading details")

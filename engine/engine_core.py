@@ -114,7 +114,7 @@ class EngineCore:
         self.device = parse_device(config.device)
         dtype = parse_dtype(config.dtype)
         ops = select_ops(config.kernel_backend, self.device)
-        self.kernels_kind = "triton" if ops is not kernels.reference_ops else "torch"
+        self.kernels_kind = "torch" if isinstance(ops, kernels.ops.ReferenceOps) else "triton"
         loaded = load_model(config.model, dtype, self.device, ops,
                             quantization=config.quantization, load_format=config.load_format)
         self.model_config = loaded.config

@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--gpu-memory-utilization", type=float)
     e.add_argument("--seed", type=int)
     e.add_argument("--quantization", choices=["fp8", "int8", "none"],
-                   help="fp8: quantize the linear layers' weights to FP8 (W8A8) at load time")
+                   help="fp8: W8A8 FP8 linear layers (GPU); int8: int8 weights on the CPU (the "
+                        "default there for 4/5/6/8-bit GGUF files); none: float weights")
     e.add_argument("--load-format", choices=["auto", "dummy"],
                    help="dummy: random weights for the model's shape (benchmarking)")
     e.add_argument("--kernel-backend", choices=["auto", "torch", "triton"],

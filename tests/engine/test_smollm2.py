@@ -1,4 +1,5 @@
-"""The real default model (SmolLM2-135M-Instruct, GGUF Q4_1), greedy, in float32."""
+"""The real default model (SmolLM2-135M-Instruct, GGUF Q4_1), greedy, as loaded by default
+(int8 weights on the CPU for this Q4_1 file)."""
 
 from __future__ import annotations
 
