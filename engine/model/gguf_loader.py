@@ -98,10 +98,18 @@ def end_of_generation_ids(meta: dict[str, Any], tokenizer: Tokenizer) -> frozens
     return frozenset(int(i) for i in ids if i is not None)
 
 
+def open_gguf(path: Path) -> GGUFFile:
+    """The file's header and tensor table; a damaged file is a ValueError naming it."""
+    try:
+        return GGUFFile(path)
+    except (ValueError, OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a readable GGUF file: {e}") from e
+
+
 def has_low_bit_weights(path: Path) -> bool:
     """Whether any tensor is stored in a 4/5/6/8-bit format (not F32/F16/BF16): such a file
     loads as int8 on the CPU by default rather than being inflated to float."""
-    gf = GGUFFile(path)
+    gf = open_gguf(path)
     try:
         return any(t.qtype not in (Q.F32, Q.F16, Q.BF16) for t in gf.tensors)
     finally:
@@ -111,10 +119,7 @@ def has_low_bit_weights(path: Path) -> bool:
 def load_gguf(
     path: Path, dtype: torch.dtype, device: torch.device, ops: SimpleNamespace
 ) -> LoadedModel:
-    try:
-        gf = GGUFFile(path)
-    except (ValueError, OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not a readable GGUF file: {e}") from e
+    gf = open_gguf(path)
     meta = gf.metadata
     by_name = {t.name: t for t in gf.tensors}
     config = ModelConfig.from_gguf_metadata(meta, has_output="output.weight" in by_name)

@@ -6,6 +6,7 @@ Driven by hand-made SequenceUpdates over a real byte-level BPE tokenizer, so eve
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -71,7 +72,7 @@ def test_the_three_kinds_agree(tok: Tokenizer, stop: list[str]) -> None:
     assert fold(deltas).outputs[0] == final[0].outputs[0]
     # Cumulative outputs only ever grow; deltas never repeat what was sent.
     texts = [o.outputs[0].text for o in cumulative]
-    assert all(b.startswith(a) for a, b in zip(texts, texts[1:], strict=False))
+    assert all(b.startswith(a) for a, b in itertools.pairwise(texts))
     expected = TEXT.split(stop[0])[0] if stop else TEXT
     assert final[0].outputs[0].text == expected
 
