@@ -125,6 +125,27 @@ def smollm2_gguf() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def smollm2_tokenizer_meta(smollm2_gguf: Path) -> dict:
+    """The real model's tokenizer.* metadata, read once (our reader: gguf.GGUFReader gives the
+    same values but takes seconds, building numpy views of every string)."""
+    from engine.model.gguf_file import GGUFFile
+
+    gf = GGUFFile(smollm2_gguf)
+    try:
+        return {k: v for k, v in gf.metadata.items() if k.startswith("tokenizer.")}
+    finally:
+        gf.close()
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf_tokenizer(smollm2_gguf: Path):
+    """transformers' tokenizer of the real model: the reference, loaded once per run."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `gpu` need CUDA: without it they are skipped, saying why."""
     if torch.cuda.is_available():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -155,16 +154,12 @@ def test_bad_messages_raise(messages: Any, match: str) -> None:
 
 
 @pytest.mark.slow
-def test_smollm2_template_matches_transformers(smollm2_gguf: Path) -> None:
-    import gguf
-    from transformers import AutoTokenizer
-
+def test_smollm2_template_matches_transformers(smollm2_tokenizer_meta: dict,
+                                               smollm2_hf_tokenizer: Any) -> None:
     from engine.tokenizer.tokenizer import Tokenizer
 
-    reader = gguf.GGUFReader(str(smollm2_gguf))
-    tok = Tokenizer.from_gguf_metadata(
-        {k: f.contents() for k, f in reader.fields.items() if k.startswith("tokenizer.")})
-    hf = AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
+    tok = Tokenizer.from_gguf_metadata(smollm2_tokenizer_meta)
+    hf = smollm2_hf_tokenizer
     assert tok.chat_template == hf.chat_template
     for messages in CONVERSATIONS:
         for add in (True, False):

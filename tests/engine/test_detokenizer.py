@@ -188,12 +188,8 @@ def test_sentencepiece_keeps_leading_spaces(spm_folder: Path, source: str) -> No
 
 
 @pytest.fixture(scope="module")
-def smollm2_tok(smollm2_gguf: Path) -> Tokenizer:
-    import gguf
-
-    reader = gguf.GGUFReader(str(smollm2_gguf))
-    return Tokenizer.from_gguf_metadata(
-        {k: f.contents() for k, f in reader.fields.items() if k.startswith("tokenizer.")})
+def smollm2_tok(smollm2_tokenizer_meta: dict) -> Tokenizer:
+    return Tokenizer.from_gguf_metadata(smollm2_tokenizer_meta)
 
 
 @pytest.mark.slow

@@ -269,18 +269,13 @@ def test_gguf_spm_matches_sentencepiece(sp: Any, texts: list[str]) -> None:
 # --- the real SmolLM2 GGUF (slow) -------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def smollm2_meta(smollm2_gguf: Path) -> dict[str, Any]:
-    import gguf
-
-    reader = gguf.GGUFReader(str(smollm2_gguf))
-    return {k: f.contents() for k, f in reader.fields.items() if k.startswith("tokenizer.")}
+def smollm2_meta(smollm2_tokenizer_meta: dict[str, Any]) -> dict[str, Any]:
+    return smollm2_tokenizer_meta
 
 
 @pytest.fixture(scope="module")
-def smollm2_hf(smollm2_gguf: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
+def smollm2_hf(smollm2_hf_tokenizer: Any) -> Any:
+    return smollm2_hf_tokenizer
 
 
 @pytest.mark.slow

@@ -354,13 +354,18 @@ def test_cli_serves_and_stops_on_sigterm(tiny_path: Path) -> None:
     ["--model", "{tiny}", "--served-model-name", "a", "--served-model-name", "b"],
     ["--model", "{tiny}", "--dtype", "int3"],
 ])
-def test_cli_bad_input_exits_2(tiny_path: Path, args: list[str], tmp_path: Path) -> None:
+def test_cli_bad_input_exits_2(tiny_path: Path, args: list[str], tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m serving`'s main, in-process (the exit code is its return value): a
+    subprocess per case would spend seconds importing torch to print one line."""
+    from serving.__main__ import main
+
     args = [a.format(tiny=tiny_path) for a in args]
     data = tmp_path / "data"
-    proc = run_cli(*args, "--port", str(free_port()), "--kv-cache-bytes", "1MiB",
-                   "--data-dir", str(data))
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 2, stderr
+    code = main([*args, "--port", str(free_port()), "--kv-cache-bytes", "1MiB",
+                 "--data-dir", str(data)])
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, stderr
     if args[1].startswith("/no/such"):
@@ -368,19 +373,21 @@ def test_cli_bad_input_exits_2(tiny_path: Path, args: list[str], tmp_path: Path)
     assert not data.exists()  # a failed start creates nothing
 
 
-def test_missing_model_is_reported_even_when_the_data_dir_is_locked(tmp_path: Path) -> None:
+def test_missing_model_is_reported_even_when_the_data_dir_is_locked(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Another server holds the data directory: the missing model is still what is reported,
     and nothing new is created there."""
+    from serving.__main__ import main
     from serving.retrieval.service import RetrievalSettings, open_vector_store
 
     data = tmp_path / "data"
     store = open_vector_store(RetrievalSettings(data_dir=data))
     try:
         before = sorted(p.relative_to(data) for p in data.rglob("*"))
-        proc = run_cli("--model", str(tmp_path / "does-not-exist"), "--port", str(free_port()),
-                       "--data-dir", str(data))
-        _, stderr = proc.communicate(timeout=60)
-        assert proc.returncode == 2, stderr
+        code = main(["--model", str(tmp_path / "does-not-exist"), "--port", str(free_port()),
+                     "--data-dir", str(data)])
+        stderr = capsys.readouterr().err
+        assert code == 2, stderr
         assert "does-not-exist" in stderr and "retrieval store" not in stderr
         assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
     finally:
