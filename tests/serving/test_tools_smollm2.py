@@ -45,7 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         pytest.skip(f"the real model is not fetched ({path}); run python -m weights.fetch")
     log = tmp_path_factory.mktemp("server-log") / "smollm2-tools.log"
     srv = start_server(["--model", str(path), "--served-model-name", SMOL,
-                        "--max-model-len", "1024"], log)
+                        "--max-model-len", "1024", "--no-embedding-model"], log)
     yield srv
     stop_server(srv)
 
