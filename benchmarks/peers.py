@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
 from benchmarks.common import ms_stats, save
-from benchmarks.serving import free_port, wait_healthy
+from benchmarks.serving import Result, free_port, stream_one, wait_healthy
 
 QUESTIONS = [
     "What is the capital of France?", "Write a short poem about the sea.",
@@ -35,39 +33,14 @@ QUESTIONS = [
 ]
 
 
-@dataclass
-class Result:
-    ttft: float
-    elapsed: float
-    tokens: int
-    times: list[float] = field(default_factory=list)
-
-
 async def one(session: aiohttp.ClientSession, url: str, model: str, question: str,
               max_tokens: int) -> Result:
     body = {"model": model, "messages": [{"role": "user", "content": question}],
             "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True, "stream": True,
             "stream_options": {"include_usage": True}}
     # llama-server gzips event streams unless told not to, and then holds back their end.
-    headers = {"Accept-Encoding": "identity"}
-    start = time.perf_counter()
-    times: list[float] = []
-    usage = None
-    async with session.post(f"{url}/v1/chat/completions", json=body, headers=headers) as resp:
-        if resp.status != 200:
-            raise RuntimeError(f"HTTP {resp.status}: {await resp.text()}")
-        async for line in resp.content:
-            if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if chunk.get("usage"):
-                usage = chunk["usage"]["completion_tokens"]
-            choices = chunk.get("choices") or []
-            if choices and (choices[0].get("delta") or {}).get("content"):
-                times.append(time.perf_counter())
-    end = time.perf_counter()
-    tokens = usage if usage is not None else len(times)
-    return Result((times[0] if times else end) - start, end - start, tokens, times)
+    return await stream_one(session, url, "/v1/chat/completions", body,
+                            {"Accept-Encoding": "identity"})
 
 
 async def level(url: str, concurrency: int, rounds: int, max_tokens: int) -> dict:
@@ -84,8 +57,8 @@ async def level(url: str, concurrency: int, rounds: int, max_tokens: int) -> dic
         start = time.perf_counter()
         results = await asyncio.gather(*(guarded(session, i) for i in range(rounds * concurrency)))
         elapsed = time.perf_counter() - start
-    itl = [b - a for r in results for a, b in zip(r.times, r.times[1:])]
-    out = sum(r.tokens for r in results)
+    itl = [b - a for r in results for a, b in zip(r.chunk_times, r.chunk_times[1:])]
+    out = sum(r.output_tokens for r in results)
     return {"concurrency": concurrency, "requests": len(results), "output_tokens": out,
             "elapsed_s": round(elapsed, 2), "output_tok_s": round(out / elapsed, 1),
             "ttft_ms": ms_stats([r.ttft for r in results]), "itl_ms": ms_stats(itl)}

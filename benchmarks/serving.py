@@ -42,13 +42,14 @@ def workload(n: int, seed: int, prompt_len: list[int], output_len: list[int], vo
              rng.randint(*output_len)) for _ in range(n)]
 
 
-async def one(session: aiohttp.ClientSession, url: str, model: str, prompt: list[int], max_tokens: int) -> Result:
-    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
-            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+async def stream_one(session: aiohttp.ClientSession, url: str, path: str, body: dict,
+                     headers: dict[str, str] | None = None) -> Result:
+    """One streamed request (chat or completions): when each text chunk arrived, and the
+    completion tokens the usage chunk reports."""
     start = time.perf_counter()
     times: list[float] = []
     tokens = 0
-    async with session.post(f"{url}/v1/completions", json=body) as resp:
+    async with session.post(f"{url}{path}", json=body, headers=headers) as resp:
         if resp.status != 200:
             raise RuntimeError(f"HTTP {resp.status}: {await resp.text()}")
         async for line in resp.content:
@@ -57,11 +58,19 @@ async def one(session: aiohttp.ClientSession, url: str, model: str, prompt: list
             chunk = json.loads(line[6:])
             if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
-            elif chunk["choices"] and chunk["choices"][0]["text"]:
+            choices = chunk.get("choices") or []
+            if choices and (choices[0].get("text") or
+                            (choices[0].get("delta") or {}).get("content")):
                 times.append(time.perf_counter())
     end = time.perf_counter()
     ttft = (times[0] if times else end) - start
-    return Result(ttft, end - start, tokens, times)
+    return Result(ttft, end - start, tokens or len(times), times)
+
+
+async def one(session: aiohttp.ClientSession, url: str, model: str, prompt: list[int], max_tokens: int) -> Result:
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+    return await stream_one(session, url, "/v1/completions", body)
 
 
 async def run_load(url: str, model: str, requests: list[tuple[list[int], int]], concurrency: int,

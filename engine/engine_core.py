@@ -163,11 +163,12 @@ class EngineCore:
             raise InvalidRequest(f"prompt has {len(prompt_ids)} tokens but the model's context "
                                  f"is {self.max_model_len}", "prompt")
         params.check_vocab(vocab)
+        num_samples = params.best_of or params.n
+        self.scheduler.check_admissible(len(prompt_ids), num_samples)
         core_params = params
-        if (params.best_of or params.n) > params.n and params.logprobs is None:
+        if num_samples > params.n and params.logprobs is None:
             # Ranking samples by cumulative log-probability needs the chosen tokens' logprobs.
             core_params = dataclasses.replace(params, logprobs=0)
-        self.scheduler.check_admissible(len(prompt_ids), params.best_of or params.n)
         grammar = self.grammars.compile(params.guided) if params.guided is not None else None
         return ValidatedRequest(list(prompt_ids), params, core_params, grammar)
 
@@ -277,10 +278,9 @@ class EngineCore:
     def _update(self, seq: SequenceState, num_new: int,
                 logprobs: list[TokenLogprobs] | None) -> SequenceUpdate:
         req = seq.request
-        stop = seq.stop_reason if isinstance(seq.stop_reason, int) else None
         return SequenceUpdate(
             req.request_id, seq.index, seq.output_token_ids[len(seq.output_token_ids) - num_new:],
-            logprobs, seq.status.finish_reason, stop, req.num_cached_tokens)
+            logprobs, seq.status.finish_reason, seq.stop_reason, req.num_cached_tokens)
 
     def _forget_if_finished(self, req: Request) -> None:
         if req.finished and self.requests.pop(req.request_id, None) is not None:

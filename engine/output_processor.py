@@ -147,8 +147,10 @@ class OutputProcessor:
                 sample.logprobs.append(self._position_logprobs(entry))
                 sample.new_logprobs += 1
         ids = u.new_token_ids
-        if u.finish_reason == "stop" and not isinstance(u.stop_reason, str) and ids:
-            ids = ids[:-1]  # EOS or a stop token id: its text never reaches the output
+        if u.finish_reason == "stop" and ids:
+            # The core stops on EOS, a stop token id or a finished grammar (stop strings are
+            # found here): that token's text never reaches the output.
+            ids = ids[:-1]
         detok = sample.detokenizer
         self._release(sample, detok.step(ids))
         if detok.stop_reason is not None:

@@ -71,7 +71,7 @@ class SequenceState:
     index: int  # which sample of its request
     output_token_ids: list[int] = field(default_factory=list)
     status: SequenceStatus = SequenceStatus.WAITING
-    stop_reason: str | int | None = None
+    stop_reason: int | None = None  # the stop token id that ended it, if one did
     num_computed_tokens: int = 0  # tokens whose K/V are in the cache
     block_table: list[int] = field(default_factory=list)
     generator: Any = None  # the engine's per-sequence random stream (seeded requests)
@@ -117,7 +117,7 @@ class SequenceState:
             return self.finish(SequenceStatus.FINISHED_LENGTH, None)
         return False
 
-    def finish(self, status: SequenceStatus, reason: str | int | None = None) -> bool:
+    def finish(self, status: SequenceStatus, reason: int | None = None) -> bool:
         self.status = status
         self.stop_reason = reason
         return True

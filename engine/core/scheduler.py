@@ -239,11 +239,11 @@ class Scheduler:
         self.running[at:at] = siblings
         return [leader, *siblings]
 
-    def finish(self, seq: SequenceState, status: SequenceStatus, reason: str | int | None = None) -> None:
-        """End a sequence from outside (a stop string matched, an abort)."""
+    def finish(self, seq: SequenceState, status: SequenceStatus) -> None:
+        """End a sequence from outside (a stop string matched, a grammar ended, an abort)."""
         if seq.status.finished:
             return
-        seq.finish(status, reason)
+        seq.finish(status)
         self._release(seq)
 
     def abort_seqs(self, seqs: Iterable[SequenceState]) -> None:

@@ -703,8 +703,8 @@ def test_finishing_one_sample_from_outside_keeps_the_others():
     m.step()
     m.step()
     a, b = req.seqs
-    s.finish(a, SequenceStatus.FINISHED_STOPPED, "stop string")
-    assert a.status is SequenceStatus.FINISHED_STOPPED and a.stop_reason == "stop string"
+    s.finish(a, SequenceStatus.FINISHED_STOPPED)  # e.g. a stop string matched in its text
+    assert a.status is SequenceStatus.FINISHED_STOPPED and a.stop_reason is None
     assert a.block_table == [] and s.running == [b]
     s.bm.check_invariants([b.block_table])
     s.finish(a, SequenceStatus.FINISHED_ABORTED)  # already finished: a no-op
@@ -887,7 +887,7 @@ class Simulation:
         # A stop string matches only in a freshly generated token (EngineCore._after_token).
         for seq in updated:
             if not seq.status.finished and self.rng.random() < p_finish:
-                s.finish(seq, SequenceStatus.FINISHED_STOPPED, "stop string")
+                s.finish(seq, SequenceStatus.FINISHED_STOPPED)
         for r in self.requests:
             if not r.finished and self.rng.random() < p_abort:
                 s.abort_seqs(r.seqs)
