@@ -132,3 +132,32 @@ def test_grammars_compile_off_the_event_loop(engine: AsyncEngine) -> None:
     asyncio.run(main())
     assert grammars.num_cached == 1  # the good one
     assert len(compiled_in) == 2 and all(t != loop_thread[0] for t in compiled_in)
+
+
+def test_abort_while_validating_leaves_nothing_behind(engine: AsyncEngine) -> None:
+    """A request aborted while its validation runs (in its thread) is refused, not queued."""
+    import time as _time
+
+    validate = engine.engine.validate
+
+    def slow_validate(*args: object) -> object:
+        _time.sleep(0.3)
+        return validate(*args)
+
+    async def main() -> None:
+        try:
+            async for _ in await engine.add_request("first", [5, 6], SamplingParams(max_tokens=1)):
+                pass  # the step loop is running from here on
+            engine.engine.validate = slow_validate  # type: ignore[method-assign]
+            pending = asyncio.create_task(
+                engine.add_request("late", [5, 6], SamplingParams(max_tokens=5)))
+            await asyncio.sleep(0.1)
+            engine.abort("late")
+            with pytest.raises(InvalidRequest, match="aborted before it was queued"):
+                await pending
+            assert engine.num_active == 0 and engine.stats().num_waiting == 0
+            assert not engine.core.has_unfinished()
+        finally:
+            await engine.shutdown()
+
+    asyncio.run(main())
