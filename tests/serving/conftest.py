@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 from engine import LLM, AsyncEngine, EngineConfig, SamplingParams
-from tests.conftest import make_tiny_llama
+from tests.conftest import make_tiny_llama, smollm2_path
+from tests.engine.embedding.conftest import make_tiny_bert
+from tests.serving.servers import API_KEY, SMOL, Server, start_server, stop_server
 
-API_KEY = "sk-test"
 MODEL = "tiny"
 MAX_LEN = 256
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -63,6 +64,11 @@ class Reference:
                 found.append(i)
         assert len(found) >= count, "the tiny tokenizer has too few word tokens"
         return found[:count]
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("serving-bert") / "tiny-bert")
 
 
 @pytest.fixture(scope="session")
@@ -246,3 +252,35 @@ async def wait_idle(engine: AsyncEngine, polls: int = 400) -> None:
         if engine.num_active == 0 and not engine.core.has_unfinished():
             return
         await asyncio.sleep(0.025)
+
+
+# ---- `python -m serving` subprocesses, one of each kind per session ------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_model: Path, tiny_bert_dir: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The tiny chat model with the tiny BERT as its embedding model (retrieval on)."""
+    from tests.serving.embedding_support import ENCODER
+
+    tmp = tmp_path_factory.mktemp("tiny-server")
+    server = start_server(["--model", str(tiny_model), "--served-model-name", MODEL,
+                           "--max-model-len", str(MAX_LEN), "--embedding-model",
+                           str(tiny_bert_dir), "--embedding-model-name", ENCODER,
+                           "--data-dir", str(tmp / "data")], tmp / "server.log")
+    yield server
+    assert stop_server(server) == 0, server.log_tail()
+
+
+@pytest.fixture(scope="session")
+def smol_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The real SmolLM2 (fetched by python -m weights.fetch), without an embedding model."""
+    path = smollm2_path()
+    if not path.exists():
+        pytest.skip(f"the real model is not fetched ({path}); run python -m weights.fetch")
+    tmp = tmp_path_factory.mktemp("smol-server")
+    server = start_server(["--model", str(path), "--served-model-name", SMOL,
+                           "--max-model-len", "1024", "--no-embedding-model",
+                           "--data-dir", str(tmp / "data")], tmp / "server.log")
+    yield server
+    assert stop_server(server) == 0, server.log_tail()

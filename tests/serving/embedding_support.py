@@ -10,16 +10,10 @@ from typing import Any
 import pytest
 
 from engine import AsyncEngine, AsyncSentenceEncoder
-from tests.engine.embedding.conftest import make_tiny_bert
 from tests.serving.conftest import API_KEY, MAX_LEN, MODEL, Api
 
 ENCODER = "tiny-bert"
 MINILM = "all-minilm-l6-v2"
-
-
-@pytest.fixture(scope="session")
-def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_bert(tmp_path_factory.mktemp("serving-bert") / "tiny-bert")
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,6 @@ from tests.serving.conftest import MODEL, Api, Reference, assert_error
 from tests.serving.embedding_support import (  # noqa: F401  (fixtures)
     ENCODER,
     emb_api,
-    tiny_bert_dir,
 )
 
 TEXTS = ["the quick brown fox", "paris is a city on a river", "music and a piano"]

@@ -1,37 +1,27 @@
-# ruff: noqa: F811  (pytest fixtures imported from embedding_support)
 """`python -m serving` with an embedding model beside the chat model, called through the
 official openai SDK (which asks for base64 by default)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from engine import SentenceEncoder
-from tests.serving.conftest import MAX_LEN, MODEL
-from tests.serving.embedding_support import ENCODER, tiny_bert_dir  # noqa: F401
-from tests.serving.test_openai_sdk import Server, start_server, stop_server
+from serving.cli import parse_args
+from serving.embedding_startup import load_embeddings
+from tests.serving.conftest import MODEL
+from tests.serving.embedding_support import ENCODER
+from tests.serving.servers import Server
 
 TEXTS = ["the quick brown fox", "paris is a city on a river", "music and a piano"]
 
 
-@pytest.fixture(scope="module")
-def emb_server(tiny_model: Path, tiny_bert_dir: Path,
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("emb-server")
-    server = start_server(["--model", str(tiny_model), "--served-model-name", MODEL,
-                           "--max-model-len", str(MAX_LEN), "--embedding-model",
-                           str(tiny_bert_dir), "--embedding-model-name", ENCODER,
-                           "--data-dir", str(tmp / "data")], tmp / "server.log")
-    yield server
-    assert stop_server(server) == 0, server.log_tail()
-
-
-def test_sdk_embeddings_create(emb_server: Server, tiny_bert_dir: Path) -> None:
-    client = emb_server.client()
+def test_sdk_embeddings_create(tiny_server: Server, tiny_bert_dir: Path) -> None:
+    client = tiny_server.client()
     expected = torch.tensor([o.embedding for o in SentenceEncoder(str(tiny_bert_dir)).embed(TEXTS)])
     default = client.embeddings.create(model=ENCODER, input=TEXTS)  # base64 on the wire
     as_float = client.embeddings.create(model=ENCODER, input=TEXTS, encoding_format="float")
@@ -47,10 +37,10 @@ def test_sdk_embeddings_create(emb_server: Server, tiny_bert_dir: Path) -> None:
     torch.testing.assert_close(vec, want, atol=1e-6, rtol=1e-5)
 
 
-def test_sdk_embeddings_from_the_chat_model_and_errors(emb_server: Server) -> None:
+def test_sdk_embeddings_from_the_chat_model_and_errors(tiny_server: Server) -> None:
     import openai
 
-    client = emb_server.client()
+    client = tiny_server.client()
     resp = client.embeddings.create(model=MODEL, input="Hello there")
     vec = torch.tensor(resp.data[0].embedding)
     assert vec.shape == (64,) and abs(vec.norm().item() - 1) < 1e-5
@@ -63,21 +53,18 @@ def test_sdk_embeddings_from_the_chat_model_and_errors(emb_server: Server) -> No
     assert ids == [MODEL, ENCODER]
 
 
-def test_missing_default_embedding_model_is_a_warning(tiny_model: Path, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from qdrant_client import QdrantClient
-
+async def test_missing_default_embedding_model_is_a_warning(
+        tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Without the default embedding model fetched, start-up goes on without embeddings and
+    retrieval (a warning says so) and creates nothing under the data folder. (What the server
+    then answers without them: test_retrieval_errors, test_embeddings.)"""
     monkeypatch.setenv("ENGINE_WEIGHTS_DIR", str(tmp_path / "no-weights"))
     data = tmp_path / "data"
-    server = start_server(["--model", str(tiny_model), "--served-model-name", MODEL,
-                           "--max-model-len", str(MAX_LEN), "--data-dir", str(data)],
-                          tmp_path / "server.log")
-    try:
-        assert [m.id for m in server.client().models.list().data] == [MODEL]
-        status, body = server.http("POST", "/v1/retrieve",
-                                   {"messages": [{"role": "user", "content": "hi"}]})
-        assert status == 400 and body["error"]["code"] == "retrieval_disabled"
-        QdrantClient(path=str(data / "qdrant")).close()  # the server let go of the store
-    finally:
-        assert stop_server(server) == 0
-    assert "no embedding model" in server.log_tail()
+    plan = parse_args(["--model", str(tiny_model), "--data-dir", str(data)])
+    closers: list[Any] = []
+    with caplog.at_level(logging.WARNING, logger="serving"):
+        encoders, retrieval = await load_embeddings(plan, closers)
+    assert encoders == [] and retrieval is None and closers == []
+    assert "no embedding model" in caplog.text
+    assert not data.exists()

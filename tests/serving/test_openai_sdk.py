@@ -1,116 +1,22 @@
 """The server as users run it (`python -m serving`), driven by the official `openai` SDK.
 
-One server on the tiny random model (outputs compared with the offline engine), and one on
-the real SmolLM2 (marked slow) that must answer the API documents' example requests.
+The session's server on the tiny random model (outputs compared with the offline engine), and
+the one on the real SmolLM2 (marked slow) that must answer the API documents' examples.
+(SIGTERM and the exit status: test_app's CLI test, and every shared server's teardown.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
-from tests.conftest import REPO, smollm2_path
-from tests.serving.conftest import API_KEY, EOS_ID, HELLO, MAX_LEN, MODEL, Reference
-
-SMOL = "smollm2-135m-instruct"
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    port: int
-    log: Path
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def client(self, key: str = API_KEY) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.base}/v1", api_key=key, max_retries=0)
-
-    def async_client(self, key: str = API_KEY) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(base_url=f"{self.base}/v1", api_key=key, max_retries=0)
-
-    def http(self, method: str, path: str, body: Any = None,
-             key: str | None = API_KEY) -> tuple[int, Any]:
-        """What `curl -d @body.json -H "Authorization: Bearer KEY"` does; (status, JSON)."""
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"{self.base}{path}", data=data, method=method)
-        req.add_header("Content-Type", "application/json")
-        if key is not None:
-            req.add_header("Authorization", f"Bearer {key}")
-        try:
-            with urllib.request.urlopen(req) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(args: list[str], log: Path) -> Server:
-    port = _free_port()
-    cmd = [sys.executable, "-m", "serving", *args, "--host", "127.0.0.1", "--port", str(port),
-           "--api-key", API_KEY]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
-    server = Server(proc, port, log)
-    for _ in range(1200):  # liveness guard only: a server that never comes up fails the test
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{server.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"{server.base}/health", timeout=10) as resp:
-                if resp.status == 200:
-                    return server
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        time.sleep(0.25)
-    stop_server(server)
-    pytest.fail(f"server did not become healthy:\n{server.log_tail()}")
-
-
-def stop_server(server: Server) -> int | None:
-    if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGTERM)
-        try:
-            server.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait()
-    return server.proc.returncode
-
-
-@pytest.fixture(scope="module")
-def tiny_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("server-log") / "tiny.log"
-    server = start_server(["--model", str(tiny_model), "--served-model-name", MODEL,
-                           "--max-model-len", str(MAX_LEN), "--no-embedding-model"], log)
-    yield server
-    stop_server(server)
-
+from tests.serving.conftest import EOS_ID, HELLO, MAX_LEN, MODEL, Reference
+from tests.serving.embedding_support import ENCODER
+from tests.serving.servers import SMOL, Server
 
 # ---- models ------------------------------------------------------------------------------
 
@@ -119,7 +25,7 @@ def test_models_list_and_retrieve(tiny_server: Server) -> None:
     client = tiny_server.client()
     models = client.models.list()
     ids = [m.id for m in models.data]
-    assert ids == [MODEL]
+    assert ids == [MODEL, ENCODER]
     for m in models.data:
         assert m.object == "model"
         assert isinstance(m.created, int) and isinstance(m.owned_by, str)
@@ -127,7 +33,7 @@ def test_models_list_and_retrieve(tiny_server: Server) -> None:
     assert model.id == MODEL and model.object == "model"
     status, body = tiny_server.http("GET", "/v1/models")
     assert status == 200 and body["object"] == "list"
-    assert [m["id"] for m in body["data"]] == [MODEL]
+    assert [m["id"] for m in body["data"]] == [MODEL, ENCODER]
 
 
 def test_retrieve_unknown_model_raises_not_found(tiny_server: Server) -> None:
@@ -281,25 +187,7 @@ def test_server_serves_after_errors(tiny_server: Server, ref: Reference) -> None
     assert text == ref.chat(HELLO, temperature=0, max_tokens=3).outputs[0].text
 
 
-def test_sigterm_shuts_down_cleanly(tiny_server: Server) -> None:
-    """Runs last in this module: SIGTERM stops the server with exit status 0."""
-    assert tiny_server.proc.poll() is None
-    assert stop_server(tiny_server) == 0, tiny_server.log_tail()
-
-
 # ---- the real model: the API documents' examples -----------------------------------------
-
-
-@pytest.fixture(scope="module")
-def smol_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    path = smollm2_path()
-    if not path.exists():
-        pytest.skip(f"the real model is not fetched ({path}); run python -m weights.fetch")
-    log = tmp_path_factory.mktemp("server-log") / "smollm2.log"
-    server = start_server(["--model", str(path), "--served-model-name", SMOL,
-                           "--max-model-len", "256", "--no-embedding-model"], log)
-    yield server
-    stop_server(server)
 
 
 PARIS = [{"role": "user", "content": "What is the capital of France?"}]

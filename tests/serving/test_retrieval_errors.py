@@ -17,7 +17,6 @@ from tests.serving.embedding_support import (
     close_all,
     emb_api,  # noqa: F401
     make_state_api,
-    tiny_bert_dir,  # noqa: F401
 )
 
 DOC = b"the cat and the dog\n\nparis is a city on a river\n\nmusic and a piano\n"

@@ -14,7 +14,7 @@ from engine import SentenceEncoder
 from tests.conftest import REPO
 from tests.serving.conftest import API_KEY, AUTH, MAX_LEN, MODEL
 from tests.serving.embedding_support import MINILM
-from tests.serving.test_openai_sdk import Server, start_server, stop_server
+from tests.serving.servers import Server, start_server, stop_server
 from tests.serving.test_retrieval import DOC, FACTS
 
 pytestmark = pytest.mark.slow

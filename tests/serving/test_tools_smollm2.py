@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
 import pytest
 
-from tests.conftest import smollm2_path
-from tests.serving.test_openai_sdk import Server, start_server, stop_server
+from tests.serving.servers import SMOL, Server
 
 pytestmark = pytest.mark.slow
 
-SMOL = "smollm2-135m-instruct"
 WEATHER = {"type": "object",
            "properties": {"city": {"type": "string", "maxLength": 30},
                           "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
@@ -38,24 +35,12 @@ SCHEMAS = {"get_weather": WEATHER, "convert": CONVERT}
 ASK = [{"role": "user", "content": "What is the weather like in Paris this week?"}]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    path = smollm2_path()
-    if not path.exists():
-        pytest.skip(f"the real model is not fetched ({path}); run python -m weights.fetch")
-    log = tmp_path_factory.mktemp("server-log") / "smollm2-tools.log"
-    srv = start_server(["--model", str(path), "--served-model-name", SMOL,
-                        "--max-model-len", "1024", "--no-embedding-model"], log)
-    yield srv
-    stop_server(srv)
-
-
 def valid_call(name: str, arguments: str) -> None:
     jsonschema.validate(json.loads(arguments), SCHEMAS[name])
 
 
-def test_twenty_seeded_forced_and_required_calls(server: Server) -> None:
-    client = server.async_client()
+def test_twenty_seeded_forced_and_required_calls(smol_server: Server) -> None:
+    client = smol_server.async_client()
     forced = {"type": "function", "function": {"name": "convert"}}
 
     async def one(seed: int) -> Any:
@@ -77,8 +62,8 @@ def test_twenty_seeded_forced_and_required_calls(server: Server) -> None:
         valid_call(call.function.name, call.function.arguments)
 
 
-def test_auto_gives_text_or_a_valid_call(server: Server) -> None:
-    chat = server.client().chat.completions.create(model=SMOL, messages=ASK, tools=TOOLS,
+def test_auto_gives_text_or_a_valid_call(smol_server: Server) -> None:
+    chat = smol_server.client().chat.completions.create(model=SMOL, messages=ASK, tools=TOOLS,
                                                    temperature=0, max_tokens=40)
     choice = chat.choices[0]
     if choice.message.tool_calls:
@@ -89,8 +74,8 @@ def test_auto_gives_text_or_a_valid_call(server: Server) -> None:
         assert choice.message.content and choice.finish_reason in ("stop", "length")
 
 
-def test_streamed_call_equals_the_plain_one(server: Server) -> None:
-    client = server.client()
+def test_streamed_call_equals_the_plain_one(smol_server: Server) -> None:
+    client = smol_server.client()
     kw = {"model": SMOL, "messages": ASK, "tools": TOOLS, "tool_choice": "required",
           "temperature": 0, "max_tokens": 100, "parallel_tool_calls": False}
     plain = client.chat.completions.create(**kw).choices[0]
@@ -112,7 +97,7 @@ def test_streamed_call_equals_the_plain_one(server: Server) -> None:
         valid_call(call["name"], call["arguments"])
 
 
-def test_legacy_functions_example(server: Server) -> None:
+def test_legacy_functions_example(smol_server: Server) -> None:
     """llama-api-function-calling.txt's request, written as valid JSON."""
     body = {
         "model": SMOL,
@@ -134,7 +119,7 @@ def test_legacy_functions_example(server: Server) -> None:
         "seed": 0,
         "max_tokens": 200,
     }
-    status, answer = server.http("POST", "/v1/chat/completions", body)
+    status, answer = smol_server.http("POST", "/v1/chat/completions", body)
     assert status == 200, answer
     choice = answer["choices"][0]
     assert choice["finish_reason"] == "function_call"
@@ -146,14 +131,14 @@ def test_legacy_functions_example(server: Server) -> None:
     jsonschema.validate(args, body["functions"][0]["parameters"])
 
 
-def test_json_schema_answers_validate(server: Server) -> None:
+def test_json_schema_answers_validate(smol_server: Server) -> None:
     schema = {"type": "object",
               "properties": {"capital": {"type": "string", "maxLength": 40},
                              "population_millions": {"type": "number"},
                              "languages": {"type": "array", "maxItems": 3,
                                            "items": {"type": "string", "maxLength": 20}}},
               "required": ["capital", "population_millions", "languages"]}
-    chat = server.client().chat.completions.create(
+    chat = smol_server.client().chat.completions.create(
         model=SMOL, max_tokens=80, temperature=0.7, seed=1, n=3,
         messages=[{"role": "user", "content": "Describe France as JSON."}],
         response_format={"type": "json_schema",
@@ -163,8 +148,8 @@ def test_json_schema_answers_validate(server: Server) -> None:
         jsonschema.validate(json.loads(choice.message.content), schema)
 
 
-def test_second_turn_with_a_tool_result(server: Server) -> None:
-    client = server.client()
+def test_second_turn_with_a_tool_result(smol_server: Server) -> None:
+    client = smol_server.client()
     first = client.chat.completions.create(model=SMOL, messages=ASK, tools=TOOLS,
                                            tool_choice="required", temperature=0,
                                            parallel_tool_calls=False,
