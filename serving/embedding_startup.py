@@ -58,7 +58,8 @@ async def load_embeddings(plan: ServePlan, closers: list[Closer]
                 served.name, s["parameters"] / 1e6, s["dim"], s["pooling"],
                 " + normalize" if s["normalize"] else "", s["max_len"])
     settings = plan.retrieval
-    service = RetrievalService(settings, served, store)  # closed through the store's closer
+    # Settles what a crash left before anything is served; closed through the store's closer.
+    service = await RetrievalService.open(settings, served, store)
     logger.info("retrieval: files and %s under %s", "Qdrant at " + settings.qdrant_url
                 if settings.qdrant_url else "the local vector store", settings.data_dir)
     return [served], service

@@ -134,7 +134,8 @@ def _form_int(fields: dict[str, str], name: str) -> int | None:
 
 async def create_rag(request: web.Request, state: ServerState) -> web.Response:
     """A multipart upload (file + optional chunk_capacity, chunk_overlap, collection_name
-    fields), or JSON naming a file uploaded before: chunk, embed and store it."""
+    fields), or JSON naming a file uploaded before: chunk, embed and store it (again: its
+    points in that collection are replaced)."""
     svc = service(state)
     if request.content_type.startswith("multipart/"):
         filename, content, fields = await read_multipart(request)
@@ -145,19 +146,14 @@ async def create_rag(request: web.Request, state: ServerState) -> web.Response:
         # Check the options before storing anything, so a refused call leaves no file behind.
         with client_errors("chunk_capacity"):
             svc.check_options(opts.collection_name, opts.chunk_capacity, opts.chunk_overlap)
-        with client_errors("file"):
-            record = svc.files.save(filename, content)
-        opts.id = record.id
+        with client_errors():  # the file is listed once ingested; a failure leaves none
+            done = await svc.upload_and_ingest(filename, content, opts.collection_name,
+                                               opts.chunk_capacity, opts.chunk_overlap)
     else:
         opts = parse_request(CreateRagRequest, await request.read())
-    try:
         with client_errors():
             done = await svc.ingest(opts.id, opts.collection_name, opts.chunk_capacity,
                                     opts.chunk_overlap)
-    except APIError:
-        if request.content_type.startswith("multipart/"):
-            svc.files.delete(opts.id)  # uploaded by this call: nothing stays behind on failure
-        raise
     request[MODEL] = svc.encoder.name
     request[USAGE] = {"prompt_tokens": done.prompt_tokens, "completion_tokens": 0}
     return web.json_response({

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ApiException
 
 _COLLECTION = re.compile(r"[A-Za-z0-9_-]{1,64}")
+INGESTION = "ingestion"  # the payload key naming the ingestion that wrote a point
 
 
 class CollectionNotFound(LookupError):
@@ -62,31 +63,40 @@ class VectorStore:
     async def exists(self, collection: str) -> bool:
         return await self._run(self._client.collection_exists, collection)
 
-    async def add(self, collection: str, vectors: list[list[float]],
-                  payloads: list[dict[str, Any]]) -> int:
-        """Create the collection on first use (sized to the vectors); returns points added."""
-        def work() -> int:
+    async def prepare(self, collection: str, dim: int) -> None:
+        """Create the collection on first use (sized to the vectors), or check its size."""
+        def work() -> None:
             if not self._client.collection_exists(collection):
                 self._client.create_collection(collection, vectors_config=models.VectorParams(
-                    size=len(vectors[0]), distance=models.Distance.COSINE))
+                    size=dim, distance=models.Distance.COSINE))
             size = self._client.get_collection(collection).config.params.vectors.size
-            if size != len(vectors[0]):
+            if size != dim:
                 raise ValueError(f"collection {collection!r} holds {size}-d vectors; these are "
-                                 f"{len(vectors[0])}-d (another embedding model?)")
-            points = [models.PointStruct(id=str(uuid.uuid4()), vector=v, payload=p)
-                      for v, p in zip(vectors, payloads, strict=True)]
-            self._client.upsert(collection, points=points, wait=True)
-            return len(points)
-        return await self._run(work)
+                                 f"{dim}-d (another embedding model?)")
+        await self._run(work)
+
+    async def upsert(self, collection: str, ids: list[str], vectors: list[list[float]],
+                     payloads: list[dict[str, Any]]) -> int:
+        """Write points (a point with an id already stored replaces it); how many."""
+        points = [models.PointStruct(id=i, vector=v, payload=p)
+                  for i, v, p in zip(ids, vectors, payloads, strict=True)]
+        await self._run(self._client.upsert, collection, points=points, wait=True)
+        return len(points)
 
     async def search(self, collection: str, vector: list[float], limit: int,
-                     score_threshold: float | None) -> list[Hit]:
+                     score_threshold: float | None,
+                     hidden: Mapping[str, str | None] | None = None) -> list[Hit]:
+        """`hidden`: file id -> the ingestion whose points may be returned (None: none of
+        the file's), for files with an ingestion under way."""
+        flt = models.Filter(must_not=[_not_of(f, keep) for f, keep in hidden.items()]
+                            ) if hidden else None
+
         def work() -> list[Hit]:
             if not self._client.collection_exists(collection):
                 raise CollectionNotFound(collection)
             found = self._client.query_points(collection, query=vector, limit=limit,
                                               score_threshold=score_threshold,
-                                              with_payload=True).points
+                                              query_filter=flt, with_payload=True).points
             return [Hit(str((p.payload or {}).get("source", "")), float(p.score)) for p in found]
         return await self._run(work)
 
@@ -96,6 +106,21 @@ class VectorStore:
             names = [c.name for c in self._client.get_collections().collections]
             return sum(self._client.count(n, count_filter=_of_file(file_id), exact=True).count
                        for n in names)
+        return await self._run(work)
+
+    async def delete_points(self, collection: str, file_id: str, keep: str | None) -> int:
+        """Delete one file's points in one collection but those of ingestion `keep`
+        (None: all of them); how many there were."""
+        flt = _not_of(file_id, keep)
+
+        def work() -> int:
+            if not self._client.collection_exists(collection):
+                return 0
+            n = self._client.count(collection, count_filter=flt, exact=True).count
+            if n:
+                self._client.delete(collection, points_selector=models.FilterSelector(
+                    filter=flt), wait=True)
+            return n
         return await self._run(work)
 
     async def delete_file(self, file_id: str) -> int:
@@ -116,5 +141,14 @@ class VectorStore:
 
 
 def _of_file(file_id: str) -> models.Filter:
-    return models.Filter(must=[models.FieldCondition(
-        key="file_id", match=models.MatchValue(value=file_id))])
+    return models.Filter(must=[_is("file_id", file_id)])
+
+
+def _not_of(file_id: str, keep: str | None) -> models.Filter:
+    """The file's points but those of ingestion `keep` (all of them when None)."""
+    return models.Filter(must=[_is("file_id", file_id)],
+                         must_not=[_is(INGESTION, keep)] if keep else None)
+
+
+def _is(key: str, value: str) -> models.FieldCondition:
+    return models.FieldCondition(key=key, match=models.MatchValue(value=value))

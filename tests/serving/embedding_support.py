@@ -42,7 +42,8 @@ async def make_state_api(aiohttp_client: Any, engine: AsyncEngine, encoder_path:
                         ServerSettings(api_key=API_KEY), encoders=[served])
     closers: list[Any] = [encoder]
     if data_dir is not None:
-        state.retrieval = RetrievalService(RetrievalSettings(data_dir, **retrieval), served)
+        state.retrieval = await RetrievalService.open(RetrievalSettings(data_dir, **retrieval),
+                                                      served)
         closers.insert(0, state.retrieval)
     client = await aiohttp_client(make_app(state))
     return Api(client, engine, state), closers

@@ -70,9 +70,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args: list[str], log: Path) -> Server:
+def start_server(args: list[str], log: Path, module: str = "serving") -> Server:
+    """`python -m <module> ARGS` (the server, or a launcher that wraps it) on a free port."""
     port = _free_port()
-    cmd = [sys.executable, "-m", "serving", *args, "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", module, *args, "--host", "127.0.0.1", "--port", str(port),
            "--api-key", API_KEY]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log.open("wb") as out:
