@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.model.checkpoint import LoadedModel
 from engine.model.loader import load_model
 from engine.worker.model_runner import ModelRunner, SequenceChunk
+from tests.engine.model.conftest import CPU
 
 TEXT = (
     "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "
@@ -23,9 +25,8 @@ TEXT = (
 )
 
 
-def perplexity(path: Path, dtype: torch.dtype, device: torch.device, ops: object = None,
-               **kwargs: object) -> float:
-    loaded = load_model(path, dtype, device, ops, **kwargs)
+def perplexity(loaded: LoadedModel, device: torch.device = CPU) -> float:
+    """Of TEXT, in one prefill."""
     ids = loaded.tokenizer.encode(TEXT)
     blocks = -(-len(ids) // 16)
     runner = ModelRunner(loaded.model, num_blocks=blocks, block_size=16, device=device)
@@ -37,10 +38,9 @@ def perplexity(path: Path, dtype: torch.dtype, device: torch.device, ops: object
 
 
 @pytest.mark.slow
-def test_fp8_perplexity_on_cpu(smollm2_gguf: Path) -> None:
-    cpu = torch.device("cpu")
-    base = perplexity(smollm2_gguf, torch.float32, cpu, quantization="none")
-    fp8 = perplexity(smollm2_gguf, torch.float32, cpu, quantization="fp8")
+def test_fp8_perplexity_on_cpu(smollm2_gguf: Path, smollm2_float32: LoadedModel) -> None:
+    base = perplexity(smollm2_float32)
+    fp8 = perplexity(load_model(smollm2_gguf, torch.float32, CPU, quantization="fp8"))
     assert base < 20  # the text is ordinary English: the model must find it likely
     assert fp8 <= base * 1.02, (fp8, base)
 
@@ -52,6 +52,7 @@ def test_fp8_perplexity_on_gpu(smollm2_gguf: Path) -> None:
     import kernels
 
     cuda = torch.device("cuda")
-    base = perplexity(smollm2_gguf, torch.bfloat16, cuda, kernels.triton_ops)
-    fp8 = perplexity(smollm2_gguf, torch.bfloat16, cuda, kernels.triton_ops, quantization="fp8")
+    base = perplexity(load_model(smollm2_gguf, torch.bfloat16, cuda, kernels.triton_ops), cuda)
+    fp8 = perplexity(load_model(smollm2_gguf, torch.bfloat16, cuda, kernels.triton_ops,
+                                quantization="fp8"), cuda)
     assert fp8 <= base * 1.02, (fp8, base)
