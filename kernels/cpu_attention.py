@@ -30,6 +30,7 @@ class DecodeGroup:
     rows: torch.Tensor | None  # rows of q in this group (None: all rows, in order)
     tables: torch.Tensor  # [group, blocks] block tables trimmed to the longest context
     masked: torch.Tensor | None  # [group, 1, 1, padded_len] True where a key is padding
+    length: int | None  # a group of one sequence: its keys are cut to this (no mask op)
     use_sdpa: bool  # past the measured crossover (MATMUL_MAX_KEYS)
 
 
@@ -69,12 +70,14 @@ def build_plan(block_tables: torch.Tensor, context_lens: torch.Tensor, block_siz
         tables = block_tables if idx is None else block_tables.index_select(0, idx)
         tables = tables[:, :nblocks].to(torch.long)
         masked = None
-        if sorted_lens[start] < nblocks * block_size:  # some key slots are padding
+        length = max_len if stop - start == 1 else None
+        if length is None and sorted_lens[start] < nblocks * block_size:  # padded key slots
             glens = torch.tensor(sorted_lens[start:stop])
             pos = torch.arange(nblocks * block_size)
             masked = (pos[None, :] >= glens[:, None])[:, None, None, :]
         keys = len(rows) * nblocks * block_size
-        groups.append(DecodeGroup(idx, tables, masked, len(rows) > 1 and keys > MATMUL_MAX_KEYS))
+        groups.append(DecodeGroup(idx, tables, masked, length,
+                                  len(rows) > 1 and keys > MATMUL_MAX_KEYS))
     all_rows = len(groups) == 1 and groups[0].rows is None
     return DecodePlan(groups, all_rows)
 
@@ -107,8 +110,11 @@ def _attend(
     # [g, len, kv_heads, D] -> [g, kv_heads, len, D]
     k = k_cache.view(k_cache.shape[0], -1).index_select(0, flat).view(b, -1, kv_heads, dim)
     v = v_cache.view(v_cache.shape[0], -1).index_select(0, flat).view(b, -1, kv_heads, dim)
+    if group.length is not None:
+        k, v = k[:, : group.length], v[:, : group.length]
+    mask = group.masked
     if group.use_sdpa:
-        keep = None if group.masked is None else ~group.masked
+        keep = None if mask is None else ~mask
         o = F.scaled_dot_product_attention(
             q[:, :, None, :], k.transpose(1, 2), v.transpose(1, 2), attn_mask=keep,
             scale=scale, enable_gqa=True,
@@ -117,8 +123,8 @@ def _attend(
     qg = q.view(b, kv_heads, heads // kv_heads, dim)  # GQA: the heads sharing a KV head
     scores = torch.matmul(qg, k.permute(0, 2, 3, 1))  # [g, kv_heads, group, len]
     scores.mul_(scale)
-    if group.masked is not None:
-        scores.masked_fill_(group.masked, float("-inf"))
+    if mask is not None:
+        scores.masked_fill_(mask, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
     out = torch.matmul(probs, v.transpose(1, 2))  # [g, kv_heads, group, D]
     return out.view(b, heads, dim)

@@ -55,7 +55,9 @@ def test_plan_is_rebuilt_when_lengths_change_in_place():
     second = cpu_attention.paged_decode_attention(
         q, cache.k_cache, cache.v_cache, cache.block_tables, cache.context_lens, 0.25
     )
-    assert torch.equal(first[0], second[0])
+    # Row 0 sees the same keys (alone in its group, then masked in a group of two: the
+    # same numbers up to summation order).
+    assert_close(first[0], second[0])
     assert not torch.allclose(first[1], second[1])
     assert_close(second, naive_attention(q, cache, [1, 1], 0.25).float())
 
