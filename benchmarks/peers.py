@@ -50,7 +50,11 @@ async def level(url: str, concurrency: int, rounds: int, max_tokens: int) -> dic
         async with limit:
             return await one(session, url, model, QUESTIONS[i % len(QUESTIONS)], max_tokens)
 
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
+    # A fresh connection per request: reusing a kept-alive one races the server closing it
+    # (llama-server does, between levels: aiohttp's "Server disconnected" on the next send).
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=None)) as session:
         async with session.get(f"{url}/v1/models") as resp:
             model = (await resp.json())["data"][0]["id"]
         await one(session, url, model, QUESTIONS[0], 8)  # warm-up
