@@ -83,8 +83,8 @@ class EngineStats:
 class EngineSnapshot:
     """The engine's load and counters at one moment (for metrics, admission and tests)."""
 
-    num_running: int  # sequences in the running batch
-    num_waiting: int  # sequences queued (new, or preempted)
+    num_running: int  # sequences in the running batch (every sample of a request)
+    num_waiting: int  # sequences queued (new, or preempted; every sample of a request)
     kv_blocks: int
     kv_blocks_free: int
     num_preemptions: int
@@ -254,11 +254,16 @@ class EngineCore:
 
     def snapshot(self) -> EngineSnapshot:
         s, bm = self.scheduler, self.block_manager
-        return EngineSnapshot(len(s.running), len(s.waiting), bm.num_blocks, bm.num_free_blocks,
+        return EngineSnapshot(s.num_running_seqs, s.num_waiting_seqs, bm.num_blocks,
+                              bm.num_free_blocks,
                               s.num_preemptions, **dataclasses.asdict(self.stats))
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished
+
+    def num_sequences(self) -> int:
+        """Sequences running or queued in the scheduler, every sample of a request counted."""
+        return self.scheduler.num_running_seqs + self.scheduler.num_waiting_seqs
 
     # ---- one step ------------------------------------------------------------------------
 

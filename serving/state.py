@@ -13,7 +13,10 @@ from serving.served import ServedEncoder, ServedModel
 class ServerSettings:
     api_key: str | None = None
     max_body_bytes: int = 16 << 20
-    max_waiting_requests: int = 256  # beyond this, 503 with Retry-After
+    # Sequences (prompts x n / best_of) that may wait for a model; beyond, 503 with
+    # Retry-After (a request larger than this alone: 400).
+    max_waiting_requests: int = 256
+    max_prompts_per_request: int = 64  # prompts in one /v1/completions request; beyond, 400
     log_prompts: bool = False
     shutdown_grace_s: float = 10.0
 

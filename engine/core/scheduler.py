@@ -22,6 +22,11 @@ from engine.core.request import Request, SequenceState, SequenceStatus
 from engine.errors import InvalidRequest
 
 
+def _num_seqs(seqs: Iterable[SequenceState]) -> int:
+    """Sequences these entries stand for: a request not yet forked is all its samples."""
+    return sum(1 if s.request.forked else s.request.num_samples for s in seqs)
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
     max_model_len: int
@@ -105,6 +110,17 @@ class Scheduler:
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
 
+    @property
+    def num_running_seqs(self) -> int:
+        """Sequences running, a request not yet forked counting all its samples (read on
+        a copy: other threads read this while a step runs)."""
+        return _num_seqs(tuple(self.running))
+
+    @property
+    def num_waiting_seqs(self) -> int:
+        """Sequences queued (new or preempted), counted as num_running_seqs."""
+        return _num_seqs(tuple(self.waiting))
+
     # ---- one step ------------------------------------------------------------------------
 
     def schedule(self) -> SchedulerOutput:
@@ -127,7 +143,7 @@ class Scheduler:
 
     def _slots_in_use(self) -> int:
         """Running sequences, counting a request not yet forked as all its samples."""
-        return sum(1 if s.request.forked else s.request.num_samples for s in self.running)
+        return _num_seqs(self.running)
 
     def _schedule_running(self, out: SchedulerOutput, budget: int) -> int:
         i = 0
