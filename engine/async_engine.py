@@ -190,6 +190,14 @@ class AsyncEngine:
             self._to_abort.append(request_id)
             self._wakeup.set()
 
+    def fail_all(self, error: Exception) -> None:
+        """End every request now: each stream raises `error` at once (after the outputs it
+        already holds), and the requests are aborted before the next step."""
+        for request_id, queue in self._streams.items():
+            queue.put_nowait(error)
+            self._to_abort.append(request_id)
+        self._wakeup.set()
+
     @property
     def embedding_dim(self) -> int:
         """Length of the vectors `embed` returns (the model's hidden size)."""

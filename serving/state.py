@@ -28,6 +28,7 @@ class ServerState:
     ready: bool = True
     encoders: list[ServedEncoder] = field(default_factory=list)
     retrieval: RetrievalService | None = None  # the RAG endpoints; None: not configured
+    in_flight: int = 0  # HTTP requests being handled now (shutdown waits for them)
 
     def resolve(self, name: str | None) -> ServedModel:
         """The model a request names (its name or an alias); 404 model_not_found otherwise."""
