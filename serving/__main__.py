@@ -1,7 +1,8 @@
 """`python -m serving --model M [--model M2 ...]`: load the engines and serve the OpenAI API.
 
 The port opens first and answers /health with 503 while the models load, so a supervisor
-can tell "loading" from "dead". SIGINT/SIGTERM: stop accepting (503 not_ready), give
+can tell "loading" from "dead". SIGINT/SIGTERM: stop accepting (the port closes; kept-alive
+connections get 503 not_ready), give
 in-flight requests settings.shutdown_grace_s to finish, then end the rest: a stream that
 has begun gets an error event (code server_shutting_down) and [DONE], a request not yet
 answered a 503 with that code; close the connections, shut the engines down, exit 0 -
@@ -41,8 +42,8 @@ logger = logging.getLogger("serving")
 # After the grace period: how long the requests that were just ended get to send their last
 # words (an error event, a 503), and then how long aiohttp waits for each connection before
 # it cancels what is left. Both are spent only by requests that do not end when told to.
-CUT_WAIT_S = 0.5
-CLOSE_TIMEOUT_S = 0.25
+CUT_WAIT_S = 0.3
+CLOSE_TIMEOUT_S = 0.2
 
 
 def startup_line(served: ServedModel, s: EngineSummary) -> str:
@@ -119,10 +120,13 @@ async def wait_idle(state: ServerState, seconds: float) -> None:
         await asyncio.sleep(min(0.02, max(0.0, deadline - loop.time())))
 
 
-async def drain(state: ServerState, engines: list[AsyncEngine], grace: float) -> None:
+async def drain(state: ServerState, runner: web.AppRunner, engines: list[AsyncEngine],
+                grace: float) -> None:
     """Stop accepting; let in-flight requests finish within `grace` seconds; then end the
     generations still running, which answers their requests (see the module's docstring)."""
-    state.ready = False  # new requests, also on kept-alive connections, get 503 not_ready
+    state.ready = False  # requests on kept-alive connections get 503 not_ready
+    for site in list(runner.sites):
+        await site.stop()  # no new connections
     await wait_idle(state, grace)
     if state.in_flight:
         logger.info("grace period over: ending %d request(s)", state.in_flight)
@@ -163,7 +167,7 @@ async def serve(plan: ServePlan) -> int:
         await stop.wait()
         logger.info("shutting down: finishing in-flight requests (up to %gs)",
                     plan.settings.shutdown_grace_s)
-        await drain(state, engines, plan.settings.shutdown_grace_s)
+        await drain(state, runner, engines, plan.settings.shutdown_grace_s)
         return 0
     finally:
         state.ready = False  # requests on kept-alive connections get 503 from here on
