@@ -1,6 +1,6 @@
 """The inference engine; the public API is re-exported here."""
 
-from engine.async_engine import AsyncEngine
+from engine.async_engine import AsyncEngine, NewRequest
 from engine.config import EngineConfig
 from engine.embedding import (
     POOLING_MODES,
@@ -36,6 +36,7 @@ __all__ = [
     "InvalidRequest",
     "LLMEngine",
     "Logprob",
+    "NewRequest",
     "PoolingConfig",
     "PositionLogprobs",
     "RequestOutput",

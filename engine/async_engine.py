@@ -4,6 +4,12 @@ The model step runs in a worker thread (torch releases the GIL), so the event lo
 free for I/O. Requests and aborts are queued and applied between steps, on the loop's
 thread, so the engine's state is only ever touched by one thread at a time.
 
+Fairness: the prompts of one client request (`add_requests`) form a group. Validated
+requests wait here and are handed to the engine, whose own queue is first come first
+served, only while it has room to start them (max_num_seqs), taking one request from each
+group in turn: one request with many prompts cannot hold back a later client's request
+for longer than one turn of the groups and one batch.
+
 All torch work, loading included, happens on that one worker thread: each thread that runs
 parallel CPU ops gets its own OpenMP team, and a second team competing with the first's
 spinning threads made every matmul ~3x slower (measured on the 2-core CI machine).
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,11 +43,27 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
+class NewRequest:
+    """One prompt of a client request, for AsyncEngine.add_requests."""
+
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    prompt: str | None = None  # the prompt as text, when it came as text
+
+
+@dataclass
 class _Pending:
     request_id: str
     valid: ValidatedRequest
     prompt: str | None
     kind: RequestOutputKind
+    group: str
+
+
+def _num_samples(params: object) -> int:
+    """Sequences a request will run (validation refuses anything but SamplingParams)."""
+    return (params.best_of or params.n) if isinstance(params, SamplingParams) else 1
 
 
 class AsyncEngine:
@@ -52,8 +75,10 @@ class AsyncEngine:
         # thread, so neither the event loop nor the step loop waits on it.
         self._validator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-validate")
         self._streams: dict[str, asyncio.Queue[RequestOutput | BaseException]] = {}
-        self._validating = 0  # requests in add_request, not yet queued
-        self._to_add: list[_Pending] = []
+        self._incoming = 0  # sequences validating or held here, not yet in the engine
+        # Validated requests not yet handed to the engine, by group (see _feed).
+        self._backlog: OrderedDict[str, deque[_Pending]] = OrderedDict()
+        self._backlogged: dict[str, _Pending] = {}
         self._to_abort: list[str] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -78,11 +103,10 @@ class AsyncEngine:
                                     chat_template)
 
     def stats(self) -> EngineSnapshot:
-        """Load and counters now; `num_waiting` includes requests being validated or not
-        yet handed to the scheduler."""
+        """Load and counters now; `num_waiting` counts sequences (every sample of every
+        prompt), including those being validated or not yet handed to the scheduler."""
         snap = self.core.snapshot()
-        queued = self._validating + len(self._to_add)
-        return dataclasses.replace(snap, num_waiting=snap.num_waiting + queued)
+        return dataclasses.replace(snap, num_waiting=snap.num_waiting + self._incoming)
 
     def summary(self) -> dict[str, Any]:
         """What the server logs at start-up for this model."""
@@ -110,30 +134,69 @@ class AsyncEngine:
         A bad request raises InvalidRequest here, before anything is queued. Closing the
         iterator early (a client went away) aborts the request.
         """
-        if request_id in self._streams:
-            raise InvalidRequest(f"request_id {request_id!r} is already in use")
-        queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
-        self._streams[request_id] = queue  # reserved while validating
-        self._validating += 1
+        streams = await self.add_requests([NewRequest(request_id, prompt_ids, params, prompt)],
+                                          output_kind)
+        return streams[0]
+
+    async def add_requests(
+        self, requests: list[NewRequest], output_kind: RequestOutputKind = RequestOutputKind.DELTA,
+    ) -> list[AsyncIterator[RequestOutput]]:
+        """Validate and queue the prompts of one client request, as one group: one stream
+        per prompt, in order (see add_request).
+
+        Every sequence of the group counts as waiting in `stats()` from the moment this is
+        called, before its first await, so a caller that checks the load just before is
+        never overtaken by another. A bad prompt raises InvalidRequest and queues none.
+        """
+        ids = [r.request_id for r in requests]
+        if len(set(ids)) != len(ids):
+            raise InvalidRequest("request ids of one group must differ")
+        for rid in ids:
+            if rid in self._streams:
+                raise InvalidRequest(f"request_id {rid!r} is already in use")
+        queues: dict[str, asyncio.Queue[RequestOutput | BaseException]] = {
+            rid: asyncio.Queue() for rid in ids}
+        self._streams.update(queues)  # reserved while validating
+        num_seqs = sum(_num_samples(r.params) for r in requests)
+        self._incoming += num_seqs
+        queued = False
         try:
             valid = await asyncio.get_running_loop().run_in_executor(
-                self._validator, self.engine.validate, list(prompt_ids), params)
-        except BaseException:
-            self._streams.pop(request_id, None)
-            raise
+                self._validator, self._validate_all, requests)
+            for rid, queue in queues.items():
+                if self._streams.get(rid) is not queue:
+                    raise InvalidRequest(f"request {rid!r} was aborted before it was queued")
+            queued = True
         finally:
-            self._validating -= 1
-        if self._streams.get(request_id) is not queue:
-            raise InvalidRequest(f"request {request_id!r} was aborted before it was queued")
-        self._to_add.append(_Pending(request_id, valid, prompt, output_kind))
-        self._ensure_running()
-        return self._stream(request_id, queue)
+            if not queued:
+                self._incoming -= num_seqs
+                for rid, queue in queues.items():
+                    if self._streams.get(rid) is queue:
+                        del self._streams[rid]
+        if ids:
+            group = deque(_Pending(r.request_id, v, r.prompt, output_kind, ids[0])
+                          for r, v in zip(requests, valid, strict=True))
+            self._backlog[ids[0]] = group
+            self._backlogged.update((p.request_id, p) for p in group)
+            self._ensure_running()
+        return [self._stream(rid, queues[rid]) for rid in ids]
+
+    def _validate_all(self, requests: list[NewRequest]) -> list[ValidatedRequest]:
+        return [self.engine.validate(list(r.prompt_ids), r.params) for r in requests]
 
     def abort(self, request_id: str) -> None:
         """End a request at any stage; its KV blocks return to the pool before the next step."""
         if request_id in self._streams:
             self._to_abort.append(request_id)
             self._wakeup.set()
+
+    def fail_all(self, error: Exception) -> None:
+        """End every request now: each stream raises `error` at once (after the outputs it
+        already holds), and the requests are aborted before the next step."""
+        for request_id, queue in self._streams.items():
+            queue.put_nowait(error)
+            self._to_abort.append(request_id)
+        self._wakeup.set()
 
     @property
     def embedding_dim(self) -> int:
@@ -189,16 +252,39 @@ class AsyncEngine:
         self._wakeup.set()
 
     def _apply_pending(self) -> None:
-        # Adds first, so that an abort of a request not yet queued still finds it.
-        for p in self._to_add:
-            self.engine.add_request(p.request_id, p.valid, p.prompt, p.kind)
-        self._to_add.clear()
         for request_id in self._to_abort:
+            pending = self._backlogged.get(request_id)
+            if pending is not None:  # into the engine first, so that it ends as any other
+                self._backlog[pending.group].remove(pending)
+                if not self._backlog[pending.group]:
+                    del self._backlog[pending.group]
+                self._hand_over(pending)
             out = self.engine.abort(request_id)
             queue = self._streams.pop(request_id, None)
             if queue is not None and out is not None:
                 queue.put_nowait(out)
         self._to_abort.clear()
+        self._feed()
+
+    def _feed(self) -> None:
+        """Hand backlogged requests to the engine while it has room to start them, taking
+        one from each group in turn. Whatever cannot start yet waits here, where a new
+        group's first request goes ahead of the rest of an earlier group's many."""
+        room = self.core.config.max_num_seqs - self.core.num_sequences()
+        while self._backlog and room > 0:
+            group_id, group = next(iter(self._backlog.items()))
+            pending = group.popleft()
+            if group:
+                self._backlog.move_to_end(group_id)
+            else:
+                del self._backlog[group_id]
+            self._hand_over(pending)
+            room -= pending.valid.num_samples
+
+    def _hand_over(self, pending: _Pending) -> None:
+        del self._backlogged[pending.request_id]
+        self._incoming -= pending.valid.num_samples
+        self.engine.add_request(pending.request_id, pending.valid, pending.prompt, pending.kind)
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -226,3 +312,7 @@ class AsyncEngine:
             self.engine.abort(request_id)
             queue.put_nowait(RuntimeError(f"engine step failed: {error}"))
         self._streams.clear()
+        for pending in self._backlogged.values():
+            self._incoming -= pending.valid.num_samples
+        self._backlog.clear()
+        self._backlogged.clear()

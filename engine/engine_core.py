@@ -52,6 +52,23 @@ def parse_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def fit_to_cache(max_model_len: int, num_blocks: int, config: EngineConfig) -> int:
+    """The context length the KV cache can hold for one sequence: a sequence longer than the
+    whole cache could never run, so it would end early. An explicit max_model_len that does
+    not fit is an error; the model's own length is capped (and the cap logged)."""
+    capacity = num_blocks * config.block_size
+    if max_model_len <= capacity:
+        return max_model_len
+    if config.max_model_len is not None:
+        raise ValueError(
+            f"max_model_len {max_model_len} does not fit the KV cache, which holds {capacity} "
+            f"tokens ({num_blocks} blocks of {config.block_size}): give the cache more memory "
+            "(kv_cache_bytes / gpu_memory_utilization) or lower max_model_len")
+    logger.warning("the KV cache holds %d tokens: max_model_len capped from %d to %d",
+                   capacity, max_model_len, capacity)
+    return capacity
+
+
 @dataclass
 class EngineStats:
     """Counters tests and metrics read: what the engine actually computed."""
@@ -66,8 +83,8 @@ class EngineStats:
 class EngineSnapshot:
     """The engine's load and counters at one moment (for metrics, admission and tests)."""
 
-    num_running: int  # sequences in the running batch
-    num_waiting: int  # sequences queued (new, or preempted)
+    num_running: int  # sequences in the running batch (every sample of a request)
+    num_waiting: int  # sequences queued (new, or preempted; every sample of a request)
     kv_blocks: int
     kv_blocks_free: int
     num_preemptions: int
@@ -127,6 +144,7 @@ class EngineCore:
             raise ValueError(f"max_model_len {config.max_model_len} exceeds the model's context {limit}")
         self.max_model_len = config.max_model_len or limit
         num_blocks = num_kv_blocks(loaded.config, config, self.max_model_len, self.device, dtype)
+        self.max_model_len = fit_to_cache(self.max_model_len, num_blocks, config)
         self.runner = ModelRunner(
             loaded.model, num_blocks, config.block_size, self.device,
             cuda_graphs=uses_cuda_graphs(ops, self.device, config.enforce_eager),
@@ -164,7 +182,7 @@ class EngineCore:
                                  f"is {self.max_model_len}", "prompt")
         params.check_vocab(vocab)
         num_samples = params.best_of or params.n
-        self.scheduler.check_admissible(len(prompt_ids), num_samples)
+        self.scheduler.check_admissible(len(prompt_ids), num_samples, params.max_tokens)
         core_params = params
         if num_samples > params.n and params.logprobs is None:
             # Ranking samples by cumulative log-probability needs the chosen tokens' logprobs.
@@ -236,22 +254,24 @@ class EngineCore:
 
     def snapshot(self) -> EngineSnapshot:
         s, bm = self.scheduler, self.block_manager
-        return EngineSnapshot(len(s.running), len(s.waiting), bm.num_blocks, bm.num_free_blocks,
+        return EngineSnapshot(s.num_running_seqs, s.num_waiting_seqs, bm.num_blocks,
+                              bm.num_free_blocks,
                               s.num_preemptions, **dataclasses.asdict(self.stats))
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished
+
+    def num_sequences(self) -> int:
+        """Sequences running or queued in the scheduler, every sample of a request counted."""
+        return self.scheduler.num_running_seqs + self.scheduler.num_waiting_seqs
 
     # ---- one step ------------------------------------------------------------------------
 
     def step(self) -> list[SequenceUpdate]:
         """Run one iteration; what is new for every sequence that advanced or ended."""
         sched = self.scheduler.schedule()
-        updates = [self._update(seq, 0, None) for seq in sched.dropped]
-        for req in {seq.request for seq in sched.dropped}:
-            self._forget_if_finished(req)
         if not sched.scheduled:
-            return updates
+            return []
         self.runner.copy_blocks(sched.blocks_to_copy)
         chunks = [
             SequenceChunk(
@@ -266,6 +286,7 @@ class EngineCore:
         self.stats.steps += 1
         self.stats.computed_tokens += sched.num_batched_tokens
         self.stats.generated_tokens += len(updated)
+        updates = []
         for seq in updated:
             if seq.grammar is not None:
                 self._advance_grammar(seq)

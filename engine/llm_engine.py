@@ -15,6 +15,7 @@ from engine.errors import InvalidRequest
 from engine.output_processor import OutputProcessor
 from engine.outputs import RequestOutput, RequestOutputKind
 from engine.sampling_params import SamplingParams
+from engine.tokenizer.stop_matcher import stop_matcher
 
 
 class LLMEngine:
@@ -23,8 +24,12 @@ class LLMEngine:
         self.processor = OutputProcessor(self.core.tokenizer)
 
     def validate(self, prompt_ids: list[int], params: SamplingParams) -> ValidatedRequest:
-        """Every check of a request, once (see EngineCore.validate)."""
-        return self.core.validate(prompt_ids, params)
+        """Every check of a request, once (see EngineCore.validate). Its stop strings' matcher
+        is built here too (cached: add_request, on the event loop's thread, finds it made)."""
+        valid = self.core.validate(prompt_ids, params)
+        if params.stop:
+            stop_matcher(tuple(params.stop))
+        return valid
 
     def add_request(self, request_id: str, valid: ValidatedRequest, prompt: str | None = None,
                     output_kind: RequestOutputKind = RequestOutputKind.FINAL_ONLY) -> None:

@@ -16,6 +16,13 @@ from engine.guided import GuidedDecoding
 MAX_LOGPROBS = 20
 MAX_LOGIT_BIAS = 100.0
 MAX_PENALTY = 2.0
+# Bounds on list inputs whose cost is paid per generated token (stop strings are checked in
+# every new piece of text; logit_bias and stop_token_ids are applied at every step), so one
+# request cannot slow every other stream down. Generous next to OpenAI's 4 stop strings.
+MAX_STOP_STRINGS = 32
+MAX_STOP_LENGTH = 512  # characters
+MAX_STOP_TOKEN_IDS = 256
+MAX_LOGIT_BIAS_ENTRIES = 300
 
 
 class ParamTypeError(InvalidRequest, TypeError):
@@ -67,11 +74,17 @@ def _normalize_stop(stop: Any) -> list[str]:
         stop = [stop]
     if not isinstance(stop, (list, tuple)):
         raise ParamTypeError(f"stop must be a string or a list of strings, got {stop!r}", "stop")
+    if len(stop) > MAX_STOP_STRINGS:
+        raise InvalidRequest(f"stop must hold at most {MAX_STOP_STRINGS} strings, got "
+                             f"{len(stop)}", "stop")
     for s in stop:
         if not isinstance(s, str):
             raise ParamTypeError(f"stop must contain only strings, got {s!r}", "stop")
         if not s:
             raise InvalidRequest("stop must not contain empty strings", "stop")
+        if len(s) > MAX_STOP_LENGTH:
+            raise InvalidRequest(f"stop strings must be at most {MAX_STOP_LENGTH} characters, "
+                                 f"got one of {len(s)}", "stop")
     return list(stop)
 
 
@@ -80,6 +93,9 @@ def _normalize_token_ids(name: str, ids: Any) -> list[int]:
         return []
     if not isinstance(ids, (list, tuple)):
         raise ParamTypeError(f"{name} must be a list of token ids, got {ids!r}", name)
+    if len(ids) > MAX_STOP_TOKEN_IDS:
+        raise InvalidRequest(f"{name} must hold at most {MAX_STOP_TOKEN_IDS} token ids, got "
+                             f"{len(ids)}", name)
     return [_check_int(name, i, lo=0) for i in ids]
 
 
@@ -100,6 +116,9 @@ def _normalize_logit_bias(bias: Any) -> dict[int, float] | None:
     if not isinstance(bias, dict):
         raise ParamTypeError(f"logit_bias must be a mapping of token id to bias, got {bias!r}",
                              "logit_bias")
+    if len(bias) > MAX_LOGIT_BIAS_ENTRIES:
+        raise InvalidRequest(f"logit_bias must hold at most {MAX_LOGIT_BIAS_ENTRIES} token ids, "
+                             f"got {len(bias)}", "logit_bias")
     out: dict[int, float] = {}
     for key, value in bias.items():
         out[_bias_key(key)] = _check_float(

@@ -1,16 +1,20 @@
 """`python -m serving --model M [--model M2 ...]`: load the engines and serve the OpenAI API.
 
 The port opens first and answers /health with 503 while the models load, so a supervisor
-can tell "loading" from "dead". SIGINT/SIGTERM: stop accepting, give in-flight requests
-settings.shutdown_grace_s to finish, cancel the rest (which aborts them in the engine), shut
-the engines down, exit 0. Exit codes: 2 for bad input (flags, a model that cannot load),
-1 when the port cannot be opened.
+can tell "loading" from "dead". SIGINT/SIGTERM: stop accepting (the port closes; kept-alive
+connections get 503 not_ready), give
+in-flight requests settings.shutdown_grace_s to finish, then end the rest: a stream that
+has begun gets an error event (code server_shutting_down) and [DONE], a request not yet
+answered a 503 with that code; close the connections, shut the engines down, exit 0 -
+within the grace period and about a second. Exit codes: 2 for bad input (flags, a model
+that cannot load), 1 when the port cannot be opened.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -29,10 +33,17 @@ from serving.cli import (
     parse_args,
 )
 from serving.embedding_startup import Closer, load_embeddings
+from serving.errors import server_shutting_down
 from serving.served import ServedEncoder, ServedModel
 from serving.state import ServerState
 
 logger = logging.getLogger("serving")
+
+# After the grace period: how long the requests that were just ended get to send their last
+# words (an error event, a 503), and then how long aiohttp waits for each connection before
+# it cancels what is left. Both are spent only by requests that do not end when told to.
+CUT_WAIT_S = 0.3
+CLOSE_TIMEOUT_S = 0.2
 
 
 def startup_line(served: ServedModel, s: EngineSummary) -> str:
@@ -101,10 +112,35 @@ async def wait_loaded(load: asyncio.Task[Any], stop: asyncio.Event) -> bool:
     return False
 
 
+async def wait_idle(state: ServerState, seconds: float) -> None:
+    """Until no HTTP request is in flight, or `seconds` have passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while state.in_flight and loop.time() < deadline:
+        await asyncio.sleep(min(0.02, max(0.0, deadline - loop.time())))
+
+
+async def drain(state: ServerState, runner: web.AppRunner, engines: list[AsyncEngine],
+                grace: float) -> None:
+    """Stop accepting; let in-flight requests finish within `grace` seconds; then end the
+    generations still running, which answers their requests (see the module's docstring)."""
+    state.ready = False  # requests on kept-alive connections get 503 not_ready
+    for site in list(runner.sites):
+        await site.stop()  # no new connections
+    await wait_idle(state, grace)
+    if state.in_flight:
+        logger.info("grace period over: ending %d request(s)", state.in_flight)
+        for engine in engines:
+            engine.fail_all(server_shutting_down())
+        await wait_idle(state, CUT_WAIT_S)
+
+
 async def serve(plan: ServePlan) -> int:
     state = ServerState(models=[], settings=plan.settings, ready=False)
+    # Requests are drained before the runner's cleanup (drain), so its own wait is short:
+    # aiohttp spends it twice, first waiting and then after cancelling each handler.
     runner = web.AppRunner(make_app(state), handler_cancellation=True, access_log=None,
-                           shutdown_timeout=plan.settings.shutdown_grace_s)
+                           shutdown_timeout=CLOSE_TIMEOUT_S)
     await runner.setup()
     engines: list[AsyncEngine] = []
     closers: list[Closer] = []  # the embedding model and the retrieval store
@@ -129,8 +165,9 @@ async def serve(plan: ServePlan) -> int:
         state.ready = True
         logger.info("serving %d model(s) on http://%s:%d", len(engines), plan.host, plan.port)
         await stop.wait()
-        logger.info("shutting down: finishing in-flight requests (up to %.0fs)",
+        logger.info("shutting down: finishing in-flight requests (up to %gs)",
                     plan.settings.shutdown_grace_s)
+        await drain(state, runner, engines, plan.settings.shutdown_grace_s)
         return 0
     finally:
         state.ready = False  # requests on kept-alive connections get 503 from here on
@@ -150,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=plan.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(serve(plan))
+    code = asyncio.run(serve(plan))
+    # Everything is closed: skip the interpreter's last collection over the engines' many
+    # objects (about a second with the default KV cache), which would delay the exit.
+    gc.freeze()
+    return code
 
 
 if __name__ == "__main__":

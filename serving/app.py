@@ -76,6 +76,8 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
     request[REQUEST_ID] = request_id
     start = time.monotonic()
     status = 500  # what the line says if the handler dies after its response began
+    state = request.app[STATE_KEY]
+    state.in_flight += 1
     try:
         response = await handler(request)
         status = response.status
@@ -87,6 +89,7 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         status = 499  # nginx's "client closed request": neither a success nor our bug
         raise
     finally:
+        state.in_flight -= 1
         _log_request(request, status, time.monotonic() - start)
 
 

@@ -95,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fallback", action="append", default=[], metavar="SHORT=LONG",
                    help="prompts longer than SHORT's context go to LONG (served names)")
     s.add_argument("--max-waiting-requests", type=int,
-                   default=ServerSettings.max_waiting_requests)
+                   default=ServerSettings.max_waiting_requests,
+                   help="sequences (prompts x n) that may wait for a model; beyond, 503")
+    s.add_argument("--max-prompts-per-request", type=int,
+                   default=ServerSettings.max_prompts_per_request,
+                   help="prompts one /v1/completions request may hold; beyond, 400")
     s.add_argument("--max-body-bytes", type=byte_size, default=ServerSettings.max_body_bytes)
     s.add_argument("--shutdown-grace", type=float, default=ServerSettings.shutdown_grace_s,
                    help="seconds in-flight requests get to finish on SIGINT/SIGTERM")
@@ -226,7 +230,7 @@ def fallback_rules(rules: list[str], specs: list[ModelSpec]) -> dict[str, str]:
 
 def parse_args(argv: list[str] | None = None) -> ServePlan:
     args = build_parser().parse_args(argv)
-    for flag in ("max_waiting_requests", "max_body_bytes"):
+    for flag in ("max_waiting_requests", "max_prompts_per_request", "max_body_bytes"):
         if getattr(args, flag) <= 0:
             raise CLIError(f"--{flag.replace('_', '-')} must be positive")
     if args.shutdown_grace < 0:
@@ -237,6 +241,7 @@ def parse_args(argv: list[str] | None = None) -> ServePlan:
     settings = ServerSettings(api_key=args.api_key or None,
                               max_body_bytes=args.max_body_bytes,
                               max_waiting_requests=args.max_waiting_requests,
+                              max_prompts_per_request=args.max_prompts_per_request,
                               log_prompts=args.log_prompts,
                               shutdown_grace_s=args.shutdown_grace)
     embedding, retrieval = embedding_plan(args, specs)

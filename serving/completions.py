@@ -130,6 +130,10 @@ async def completion_chunks(gen: Generation,
 async def create_completion(request: web.Request, state: ServerState) -> web.StreamResponse:
     req = parse_request(CompletionRequest, await request.read())
     req.check_supported()
+    cap = state.settings.max_prompts_per_request
+    if len(req.prompt_list()) > cap:  # before any is tokenized
+        raise bad_request(f"`prompt` holds {len(req.prompt_list())} prompts; this server takes "
+                          f"at most {cap} in one request", "prompt")
     return await serve(request, state, req, lambda m: build_prompts(m, req), "cmpl",
                        lambda gen: completion_chunks(gen, req),
                        lambda gen, finals: completion_response(gen, req, finals))

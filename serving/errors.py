@@ -58,3 +58,11 @@ def context_length_exceeded(prompt_tokens: int, max_tokens: int, limit: int,
         f"in the completion). Please reduce the length of the {param} or completion.",
         "invalid_request_error", param, "context_length_exceeded",
     )
+
+
+def server_shutting_down() -> APIError:
+    """What a request still running when shutdown's grace period ends gets: a 503, or for a
+    stream that has begun, an error event before [DONE]."""
+    return APIError(503, "The server is shutting down: this request did not finish within "
+                    "its grace period. Retry on another instance or later.", "server_error",
+                    code="server_shutting_down", headers={"Retry-After": "5"})

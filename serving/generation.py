@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from engine import InvalidRequest, RequestOutput
+from engine import InvalidRequest, NewRequest, RequestOutput
 from serving.errors import APIError, bad_request
 from serving.request_keys import MODEL, PROMPT, TOKEN_TIMES, TTFT_S, USAGE
 from serving.requests import SamplingRequest, to_sampling_params
@@ -114,17 +114,17 @@ async def start_generation(
     served, prompts = route(state, served, build, req)
     max_tokens = req.requested_max_tokens()
     params = [to_sampling_params(req, budget(served, p, max_tokens)) for p in prompts]
-    check_capacity(state, served)
     meta = ResponseMeta(new_id(id_prefix), served.name)
     rids = [meta.id if len(prompts) == 1 else f"{meta.id}-{i}" for i in range(len(prompts))]
-    streams: list[AsyncIterator[RequestOutput]] = []
+    new = [NewRequest(rid, prompt.ids, p, prompt.text)
+           for rid, prompt, p in zip(rids, prompts, params, strict=True)]
+    num_seqs = sum(p.best_of or p.n for p in params)
+    check_capacity(state, served, num_seqs, "n" if len(prompts) == 1 else req.PROMPT_PARAM)
     try:
-        for rid, prompt, p in zip(rids, prompts, params, strict=True):
-            # Validation (a new grammar compiles here) runs off the event loop.
-            streams.append(await served.engine.add_request(rid, prompt.ids, p, prompt.text))
+        # Counted as waiting at once (no await since the check); validation (a new grammar
+        # compiles there) runs off the event loop; the prompts are scheduled as one group.
+        streams = await served.engine.add_requests(new)
     except ValueError as e:
-        for rid in rids[: len(streams)]:  # queued, never iterated: abort them by id
-            served.engine.abort(rid)
         raise engine_error(e, req) from None
     texts = [p.text for p in prompts]
     request[PROMPT] = texts[0] if len(texts) == 1 else texts  # logged only when asked

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from serving.errors import APIError, context_length_exceeded
+from serving.errors import APIError, bad_request, context_length_exceeded
 from serving.requests import SamplingRequest
 from serving.served import ServedModel
 from serving.state import ServerState
@@ -61,8 +61,16 @@ def budget(served: ServedModel, prompt: PromptInput, max_tokens: int | None) -> 
     return max_tokens if max_tokens is not None else served.max_model_len - len(prompt.ids)
 
 
-def check_capacity(state: ServerState, served: ServedModel) -> None:
-    if served.engine.stats().num_waiting >= state.settings.max_waiting_requests:
+def check_capacity(state: ServerState, served: ServedModel, num_seqs: int, param: str) -> None:
+    """Admission by waiting work: the request's `num_seqs` sequences (prompts x samples)
+    join those already waiting, against --max-waiting-requests. 400 (at `param`) for a
+    request that alone exceeds it, 503 with Retry-After while the queue is too full."""
+    limit = state.settings.max_waiting_requests
+    if num_seqs > limit:
+        raise bad_request(f"The request asks for {num_seqs} sequences (prompts x n or "
+                          f"best_of) but this server queues at most {limit} at a time",
+                          param)
+    if served.engine.stats().num_waiting + num_seqs > limit:
         raise APIError(503, "The server is overloaded: too many requests are waiting. "
                        "Retry shortly.", "server_error", code="server_overloaded",
                        headers={"Retry-After": "1"})

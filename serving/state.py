@@ -13,7 +13,10 @@ from serving.served import ServedEncoder, ServedModel
 class ServerSettings:
     api_key: str | None = None
     max_body_bytes: int = 16 << 20
-    max_waiting_requests: int = 256  # beyond this, 503 with Retry-After
+    # Sequences (prompts x n / best_of) that may wait for a model; beyond, 503 with
+    # Retry-After (a request larger than this alone: 400).
+    max_waiting_requests: int = 256
+    max_prompts_per_request: int = 64  # prompts in one /v1/completions request; beyond, 400
     log_prompts: bool = False
     shutdown_grace_s: float = 10.0
 
@@ -25,6 +28,7 @@ class ServerState:
     ready: bool = True
     encoders: list[ServedEncoder] = field(default_factory=list)
     retrieval: RetrievalService | None = None  # the RAG endpoints; None: not configured
+    in_flight: int = 0  # HTTP requests being handled now (shutdown waits for them)
 
     def resolve(self, name: str | None) -> ServedModel:
         """The model a request names (its name or an alias); 404 model_not_found otherwise."""

@@ -6,7 +6,9 @@ oldest first (decodes and unfinished prompt chunks); waiting ones are admitted F
 budget and blocks last. A long prompt is cut into chunks across steps (chunked prefill).
 When blocks run out, the newest running sequence is preempted: its blocks are freed and it
 goes back to the head of the queue to recompute prompt + output later (same tokens, since
-its random stream is its own).
+its random stream is its own). Preemption never ends a sequence: admission refuses a
+request whose sequences could outgrow the whole pool, so each one fits alone, and the
+oldest running sequence always makes progress.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ from dataclasses import dataclass, field, replace
 from engine.core.block_manager import BlockCopy, BlockManager, NoFreeBlocks, RegisterProgress
 from engine.core.request import Request, SequenceState, SequenceStatus
 from engine.errors import InvalidRequest
+
+
+def _num_seqs(seqs: Iterable[SequenceState]) -> int:
+    """Sequences these entries stand for: a request not yet forked is all its samples."""
+    return sum(1 if s.request.forked else s.request.num_samples for s in seqs)
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,6 @@ class SchedulerOutput:
     scheduled: list[ScheduledSequence] = field(default_factory=list)
     blocks_to_copy: list[BlockCopy] = field(default_factory=list)
     preempted: list[SequenceState] = field(default_factory=list)
-    dropped: list[SequenceState] = field(default_factory=list)  # finished: can never fit the pool
 
     @property
     def num_batched_tokens(self) -> int:
@@ -70,13 +76,22 @@ class Scheduler:
 
     # ---- admission -----------------------------------------------------------------------
 
-    def check_admissible(self, num_prompt_tokens: int, num_samples: int) -> None:
-        """Reject, up front, a request that could never be scheduled."""
+    def check_admissible(self, num_prompt_tokens: int, num_samples: int,
+                         max_tokens: int | None) -> None:
+        """Reject, up front, a request that could never be scheduled, or whose sequences
+        could outgrow the whole KV cache (they would have to end early)."""
         capacity = self.bm.num_blocks * self.bm.block_size
         if num_prompt_tokens + 1 > capacity:
             raise InvalidRequest(
                 f"prompt has {num_prompt_tokens} tokens but the KV cache holds only {capacity}",
                 "prompt")
+        longest = self.config.max_model_len
+        if max_tokens is not None:
+            longest = min(longest, num_prompt_tokens + max_tokens)
+        if longest > capacity:
+            raise InvalidRequest(
+                f"prompt ({num_prompt_tokens} tokens) and output may reach {longest} tokens "
+                f"but the KV cache holds only {capacity}", "max_tokens")
         budget = self.config.max_num_batched_tokens
         if not self.config.enable_chunked_prefill and num_prompt_tokens > budget:
             raise InvalidRequest(
@@ -94,6 +109,17 @@ class Scheduler:
     @property
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
+
+    @property
+    def num_running_seqs(self) -> int:
+        """Sequences running, a request not yet forked counting all its samples (read on
+        a copy: other threads read this while a step runs)."""
+        return _num_seqs(tuple(self.running))
+
+    @property
+    def num_waiting_seqs(self) -> int:
+        """Sequences queued (new or preempted), counted as num_running_seqs."""
+        return _num_seqs(tuple(self.waiting))
 
     # ---- one step ------------------------------------------------------------------------
 
@@ -117,7 +143,7 @@ class Scheduler:
 
     def _slots_in_use(self) -> int:
         """Running sequences, counting a request not yet forked as all its samples."""
-        return sum(1 if s.request.forked else s.request.num_samples for s in self.running)
+        return _num_seqs(self.running)
 
     def _schedule_running(self, out: SchedulerOutput, budget: int) -> int:
         i = 0
@@ -160,8 +186,9 @@ class Scheduler:
         while self.waiting and budget > 0:
             seq = self.waiting[0]
             if self.bm.blocks_for(seq.num_tokens + 1) > self.bm.num_blocks:
-                self._drop_unfittable(seq, out)  # it outgrew the whole pool: it can never run
-                continue
+                # check_admissible makes this impossible; ending it would truncate silently.
+                raise RuntimeError(f"sequence {seq.seq_id} outgrew the whole KV cache "
+                                   f"({seq.num_tokens} tokens): admitted without a check")
             slots = 1 if seq.request.forked else seq.request.num_samples
             if self._slots_in_use() + slots > self.config.max_num_seqs:
                 return
@@ -187,11 +214,6 @@ class Scheduler:
             out.blocks_to_copy += copies
             out.scheduled.append(ScheduledSequence(seq, num_new))
             budget -= num_new
-
-    def _drop_unfittable(self, seq: SequenceState, out: SchedulerOutput) -> None:
-        self.waiting.popleft()
-        seq.finish(SequenceStatus.FINISHED_LENGTH)
-        out.dropped.append(seq)
 
     # ---- after the step ------------------------------------------------------------------
 

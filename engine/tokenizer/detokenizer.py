@@ -6,13 +6,16 @@ Token ids arrive a few at a time; text leaves as deltas that are safe to show:
 - Some decoders drop a token's leading space when it starts the decoded text (sentencepiece),
   so each delta is the difference between decoding a window with and without the new tokens;
   the window starts a few tokens back (in the prompt at first).
-- Text that could still become a stop string is held back until it is decided.
+- Text that could still become a stop string is held back until it is decided. Stop strings
+  are found by an automaton fed only the new text (stop_matcher.py), so the work per token
+  does not grow with the output, the number of stop strings or their length.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from engine.tokenizer.stop_matcher import StopMatcher, stop_matcher
 from engine.tokenizer.tokenizer import Tokenizer
 
 # Tokens of left context decoded with the new ones (enough for any leading-space rule).
@@ -35,7 +38,9 @@ class IncrementalDetokenizer:
     ) -> None:
         self._tokenizer = tokenizer
         self._skip_special = skip_special_tokens
-        self._stops = [stop] if isinstance(stop, str) else list(stop)
+        stops = (stop,) if isinstance(stop, str) else tuple(stop)
+        self._matcher: StopMatcher | None = stop_matcher(stops) if stops else None
+        self._state = 0  # the matcher's state after all text so far
         self._include_stop = include_stop_str_in_output
         # Window of ids still needed: [_prefix, _read) is context already turned into text,
         # [_read, end) is not yet released.
@@ -97,22 +102,17 @@ class IncrementalDetokenizer:
     def _append(self, delta: str) -> None:
         start = len(self._pending)
         self._pending += delta
-        if self._stops:
-            self._check_stop(start)
-
-    def _check_stop(self, new_start: int) -> None:
-        """Look for a stop string ending in the new text; the one completed first wins.
-        A match cannot begin in released text: that was held back while it could."""
-        best: tuple[int, int, str] | None = None
-        for s in self._stops:
-            i = self._pending.find(s, max(0, new_start - len(s) + 1))
-            if i >= 0 and (best is None or (i + len(s), i) < best[:2]):
-                best = (i + len(s), i, s)
-        if best is None:
+        if self._matcher is None:
             return
-        end, start, s = best
-        self._pending = self._pending[: end if self._include_stop else start]
-        self.stop_reason = s
+        # Only the new text is read; the state carries what the held text had begun. A match
+        # cannot begin in released text: that was held back while it could.
+        self._state, read, index = self._matcher.feed(self._state, delta)
+        if index < 0:
+            return
+        stop = self._matcher.stops[index]
+        end = start + read
+        self._pending = self._pending[: end if self._include_stop else end - len(stop)]
+        self.stop_reason = stop
         self.finished = True
 
     def _release(self, final: bool) -> str:
@@ -122,10 +122,6 @@ class IncrementalDetokenizer:
 
     def _held_length(self) -> int:
         """Length of the longest suffix of the pending text that begins some stop string."""
-        held = 0
-        for s in self._stops:
-            for k in range(min(len(s) - 1, len(self._pending)), held, -1):
-                if self._pending.endswith(s[:k]):
-                    held = k
-                    break
-        return held
+        if self._matcher is None:
+            return 0
+        return min(self._matcher.held(self._state), len(self._pending))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
@@ -166,15 +167,27 @@ def test_abort_at_each_stage_frees_blocks(tiny_llama: Path) -> None:
     bm.check_invariants([])
 
 
-def test_sequence_outgrowing_the_cache_ends_with_length(tiny_llama: Path) -> None:
-    """A 4-block cache (64 tokens) cannot hold 10 + 200 tokens: the request ends early with
-    `length` and is still reported, beside a short request that finishes normally."""
-    llm = LLM(str(tiny_llama), kv_cache_bytes=4 * block_bytes(tiny_llama))
+def test_max_model_len_is_capped_to_what_the_cache_holds(
+        tiny_llama: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A 4-block cache (64 tokens) cannot hold one sequence of the model's 256: the context
+    is capped to 64 and the cap is logged, so no sequence can outgrow the cache and be cut
+    short by it. A request for more runs to the end of that context, beside a short one."""
+    with caplog.at_level(logging.WARNING, logger="engine.engine_core"):
+        llm = LLM(str(tiny_llama), kv_cache_bytes=4 * block_bytes(tiny_llama))
+    assert llm.llm_engine.core.max_model_len == 64
+    assert "max_model_len capped from 256 to 64" in caplog.text
     long_params = SamplingParams(temperature=0, max_tokens=200, ignore_eos=True)
     short_params = SamplingParams(temperature=0, max_tokens=5, ignore_eos=True)
     long, short = llm.generate([list(range(3, 13)), [7, 8, 9]], [long_params, short_params])
-    assert long.finished and long.outputs[0].finish_reason == "length"
-    # Every token but the last sampled one needs a slot in the 64-token cache.
-    assert 10 + len(long.outputs[0].token_ids) - 1 <= 64
-    assert short.outputs[0].token_ids and len(short.outputs[0].token_ids) == 5
+    assert long.outputs[0].finish_reason == "length"
+    assert len(long.outputs[0].token_ids) == 64 - 10  # the context is full, as advertised
+    assert len(short.outputs[0].token_ids) == 5
     assert llm.llm_engine.core.block_manager.num_free_blocks == 4
+
+
+def test_explicit_max_model_len_the_cache_cannot_hold_refuses_to_start(tiny_llama: Path) -> None:
+    with pytest.raises(ValueError, match="max_model_len 256 does not fit the KV cache, which "
+                                         "holds 64 tokens"):
+        LLM(str(tiny_llama), max_model_len=256, kv_cache_bytes=4 * block_bytes(tiny_llama))
+    llm = LLM(str(tiny_llama), max_model_len=64, kv_cache_bytes=4 * block_bytes(tiny_llama))
+    assert llm.llm_engine.core.max_model_len == 64

@@ -1,5 +1,6 @@
 import pytest
 
+from engine.errors import InvalidRequest
 from engine.sampling_params import SamplingParams
 
 
@@ -97,6 +98,31 @@ def test_rejects_bad_values(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError) as info:
         SamplingParams(**kwargs)
     assert str(info.value).startswith(field), str(info.value)
+
+
+def test_list_inputs_are_bounded_at_the_documented_limits() -> None:
+    """Their cost is paid at every generated token: one request must not be able to make
+    every step slow. The limits themselves are accepted."""
+    from engine.sampling_params import (
+        MAX_LOGIT_BIAS_ENTRIES,
+        MAX_STOP_LENGTH,
+        MAX_STOP_STRINGS,
+        MAX_STOP_TOKEN_IDS,
+    )
+
+    SamplingParams(stop=[f"{i:03d}" + "x" * (MAX_STOP_LENGTH - 3) for i in range(MAX_STOP_STRINGS)],
+                   stop_token_ids=list(range(MAX_STOP_TOKEN_IDS)),
+                   logit_bias={i: 1.0 for i in range(MAX_LOGIT_BIAS_ENTRIES)})
+    too_many = {
+        "stop": [str(i) for i in range(MAX_STOP_STRINGS + 1)],
+        "stop_token_ids": list(range(MAX_STOP_TOKEN_IDS + 1)),
+        "logit_bias": {i: 1.0 for i in range(MAX_LOGIT_BIAS_ENTRIES + 1)},
+    }
+    for field, value in [*too_many.items(), ("stop", "y" * (MAX_STOP_LENGTH + 1)),
+                         ("stop", ["ok", "y" * (MAX_STOP_LENGTH + 1)])]:
+        with pytest.raises(InvalidRequest) as info:
+            SamplingParams(**{field: value})
+        assert info.value.param == field and "at most" in str(info.value), str(info.value)
 
 
 def test_error_message_shape() -> None:

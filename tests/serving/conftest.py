@@ -176,7 +176,7 @@ async def make_api(aiohttp_client: Any, engine: AsyncEngine, **settings: Any) ->
     from serving.state import ServerSettings, ServerState
 
     settings.setdefault("api_key", API_KEY)
-    state = ServerState([ServedModel(MODEL, engine, max_model_len=MAX_LEN)],
+    state = ServerState([ServedModel(MODEL, engine, max_model_len=engine.max_model_len)],
                         ServerSettings(**settings))
     client = await aiohttp_client(make_app(state))
     return Api(client, engine, state)

@@ -28,3 +28,14 @@ def test_unknown_quantization_is_refused(capsys: pytest.CaptureFixture[str]) -> 
         parse_args(["--model", "m", "--quantization", "int4"])
     assert exit_info.value.code == 2
     assert "fp8" in capsys.readouterr().err
+
+
+def test_admission_flags_reach_the_settings() -> None:
+    from serving.cli import CLIError
+
+    settings = parse_args(["--model", "m", "--max-prompts-per-request", "8",
+                           "--max-waiting-requests", "32"]).settings
+    assert (settings.max_prompts_per_request, settings.max_waiting_requests) == (8, 32)
+    assert parse_args(["--model", "m"]).settings.max_prompts_per_request == 64
+    with pytest.raises(CLIError, match="--max-prompts-per-request must be positive"):
+        parse_args(["--model", "m", "--max-prompts-per-request", "0"])

@@ -303,6 +303,12 @@ def test_top_p_zero_means_greedy() -> None:
     ({"stop": [""]}, 5, "stop"),
     ({"stop_token_ids": [-1]}, 5, "stop_token_ids"),
     ({"min_tokens": 9}, 5, "min_tokens"),
+    # Bounded list inputs (their cost is paid at every token): 33 stops, a 513-character
+    # stop, 257 stop token ids, 301 biased tokens.
+    ({"stop": [str(i) for i in range(33)]}, 5, "stop"),
+    ({"stop": "s" * 513}, 5, "stop"),
+    ({"stop_token_ids": list(range(257))}, 5, "stop_token_ids"),
+    ({"logit_bias": {str(i): 1 for i in range(301)}}, 5, "logit_bias"),
 ])
 def test_sampling_params_errors_name_the_param(body: dict[str, Any], max_tokens: int,
                                                param: str) -> None:

@@ -111,26 +111,26 @@ def test_config_rejects_non_positive_limits(field, value):
 def test_prompt_larger_than_the_cache_is_rejected_up_front():
     s = make_scheduler(num_blocks=4, block_size=4)  # 16 slots
     with pytest.raises(InvalidRequest, match=r"prompt has 16 tokens but the KV cache holds only 16") as e:
-        s.check_admissible(16, 1)  # no room for the token it must generate
+        s.check_admissible(16, 1, 1)  # no room for the token it must generate
     assert e.value.param == "prompt"
     with pytest.raises(InvalidRequest, match="KV cache holds only 16"):
-        s.check_admissible(100, 1)
-    s.check_admissible(15, 1)  # 15 + 1 generated token fit exactly
+        s.check_admissible(100, 1, 1)
+    s.check_admissible(15, 1, 1)  # 15 + 1 generated token fit exactly
 
 
 def test_prompt_over_budget_is_rejected_only_without_chunked_prefill():
     s = make_scheduler(budget=8, chunked=False)
     with pytest.raises(InvalidRequest, match=r"9 tokens, more than max_num_batched_tokens \(8\)"):
-        s.check_admissible(9, 1)
-    s.check_admissible(8, 1)
-    make_scheduler(budget=8, chunked=True).check_admissible(9, 1)
+        s.check_admissible(9, 1, 1)
+    s.check_admissible(8, 1, 1)
+    make_scheduler(budget=8, chunked=True).check_admissible(9, 1, 1)
 
 
 def test_more_samples_than_sequence_slots_are_rejected_up_front():
     s = make_scheduler(max_num_seqs=8)
-    s.check_admissible(4, 8)
+    s.check_admissible(4, 8, 1)
     with pytest.raises(InvalidRequest, match="asks for 9 samples") as e:
-        s.check_admissible(4, 9)
+        s.check_admissible(4, 9, 1)
     assert e.value.param == "n"
 
 
@@ -457,20 +457,51 @@ def test_preempted_sequence_resumes_from_its_own_cached_blocks():
     assert sb.block_table[0] == first_block
 
 
-def test_preempted_sequence_that_can_no_longer_fit_is_finished():
+def test_request_that_could_outgrow_the_cache_is_rejected_up_front():
+    """Preemption cannot make room for a sequence longer than the whole pool: such a request
+    would end early, so it is refused before it runs, with both numbers."""
+    s = make_scheduler(num_blocks=4, block_size=4, max_model_len=1024)  # 16 slots
+    with pytest.raises(InvalidRequest, match="may reach 17 tokens but the KV cache holds "
+                                             "only 16") as e:
+        s.check_admissible(8, 1, 9)
+    assert e.value.param == "max_tokens"
+    s.check_admissible(8, 1, 8)
+    with pytest.raises(InvalidRequest, match="may reach 1024 tokens"):
+        s.check_admissible(8, 1, None)  # until the context is full
+    make_scheduler(num_blocks=4, block_size=4, max_model_len=16).check_admissible(8, 1, None)
+
+
+def test_a_sequence_admitted_without_the_check_fails_loudly_instead_of_ending_early():
     s = make_scheduler(num_blocks=2, block_size=4, max_model_len=1024)  # 8 slots
     m = Model(s)
     req = make_request(prompt(7), max_tokens=None)
-    s.add_request(req)
-    seq = req.seqs[0]
+    s.add_request(req)  # check_admissible would have refused it
     m.step()
     m.step()  # 9 tokens, 8 computed: the pool is full
     out, _ = m.step()
-    assert out.preempted == [seq] and out.scheduled == []
-    out, _ = m.step()
-    assert out.scheduled == []
-    assert seq.status is SequenceStatus.FINISHED_LENGTH
-    assert not s.has_unfinished
+    assert out.preempted == [req.seqs[0]]
+    with pytest.raises(RuntimeError, match="outgrew the whole KV cache"):
+        m.step()
+    assert not req.seqs[0].status.finished
+
+
+def test_preemption_never_ends_a_sequence_early():
+    """Four requests that each fit the pool alone but not together: they preempt each other
+    and still all get every token they asked for."""
+    s = make_scheduler(num_blocks=6, block_size=4, budget=16, prefix=False)  # 24 slots
+    m = Model(s)
+    reqs = [make_request(prompt(6, start=100 * i), max_tokens=14) for i in range(4)]
+    for r in reqs:
+        s.check_admissible(6, 1, 14)
+        s.add_request(r)
+    for _ in range(500):
+        if not s.has_unfinished:
+            break
+        m.step()
+    assert s.num_preemptions > 0
+    for r in reqs:
+        assert r.seqs[0].status is SequenceStatus.FINISHED_LENGTH
+        assert len(r.seqs[0].output_token_ids) == 14
     assert_all_free(s)
 
 
@@ -488,22 +519,6 @@ def test_preempted_sequence_over_the_budget_still_finishes_without_chunked_prefi
         out, _ = m.step()
         preempted += out.preempted
     assert b.seqs[0] in preempted  # the scenario did preempt b with 9 tokens > budget 8
-    assert not s.has_unfinished
-    assert_all_free(s)
-
-
-def test_sequence_that_outgrew_the_pool_is_finished_with_chunked_prefill():
-    s = make_scheduler(num_blocks=2, block_size=3, budget=1, prefix=False)  # 6 slots
-    m = Model(s)
-    req = make_request(prompt(5), max_tokens=3)
-    s.add_request(req)
-    seq = req.seqs[0]
-    for _ in range(200):
-        if not s.has_unfinished:
-            break
-        m.step()
-    assert s.num_preemptions >= 1  # it did outgrow the pool: 7 tokens need 3 blocks
-    assert seq.status is SequenceStatus.FINISHED_LENGTH
     assert not s.has_unfinished
     assert_all_free(s)
 
@@ -801,9 +816,9 @@ class Simulation:
         cfg, capacity = self.s.config, self.bm.num_blocks * self.bm.block_size
         never_fits = len(tokens) + 1 > capacity or (
             not cfg.enable_chunked_prefill and len(tokens) > cfg.max_num_batched_tokens
-        )
+        ) or min(len(tokens) + max_tokens, cfg.max_model_len) > capacity
         try:
-            self.s.check_admissible(len(tokens), req.num_samples)
+            self.s.check_admissible(len(tokens), req.num_samples, max_tokens)
         except InvalidRequest:
             assert never_fits
             return
@@ -837,12 +852,11 @@ class Simulation:
             # (prompt + outputs) may still be chunked, by design, when it outgrew the budget.
             if not cfg.enable_chunked_prefill and not seq.output_token_ids:
                 assert item.completes
-        dropped = [q for q in waiting_before if q.status.finished]
         admitted = [q for q in seqs if q not in running_before]
-        queue = [q for q in waiting_before if q not in dropped]
-        assert admitted == queue[: len(admitted)]  # FCFS from the head of the queue
+        assert not any(q.status.finished for q in waiting_before)  # nothing ends in the queue
+        assert admitted == waiting_before[: len(admitted)]  # FCFS from the head of the queue
         if out.preempted:
-            assert not admitted and not dropped
+            assert not admitted
             assert list(s.waiting)[: len(out.preempted)] == out.preempted[::-1]
             for victim in out.preempted:
                 assert victim not in seqs and victim not in s.running

@@ -100,8 +100,9 @@ def test_max_tokens_cuts_with_length(llm: LLM) -> None:
 
 def test_preempted_sequences_stay_valid(tmp_path: Path) -> None:
     path = make_tiny_llama(tmp_path / "m", "llama31")
-    # Room for about 150 tokens: four guided sequences cannot all stay resident.
-    llm = LLM(str(path), max_model_len=256, kv_cache_bytes=12 * 16 * 384)
+    # Room for 192 tokens (the context is capped to that): four guided sequences cannot all
+    # stay resident.
+    llm = LLM(str(path), kv_cache_bytes=12 * 16 * 384)
     guided = GuidedDecoding(json_schema=NESTED)
     outs = llm.generate(["a b", "c d", "e f", "g h"],
                         SamplingParams(max_tokens=200, seed=5, guided=guided))
