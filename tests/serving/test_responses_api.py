@@ -23,7 +23,15 @@ from openai.types.responses import ResponseStreamEvent
 
 from engine import AsyncEngine, EngineConfig
 from tests.conftest import make_tiny_llama
-from tests.serving.conftest import API_KEY, MODEL, Api, Reference, assert_error, make_api
+from tests.serving.conftest import (
+    API_KEY,
+    MODEL,
+    Api,
+    Reference,
+    assert_error,
+    make_api,
+    wait_idle,
+)
 
 STREAM_EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
 LONG = 2048  # the injected tool prompt alone is hundreds of tokens of the tiny tokenizer
@@ -475,3 +483,29 @@ def test_data_dir_flag_reaches_the_settings(tmp_path: Path) -> None:
 
     plan = parse_args(["--data-dir", str(tmp_path / "d"), "--no-embedding-model"])
     assert plan.settings.data_dir == tmp_path / "d"
+
+
+async def test_client_disconnect_aborts_and_stores_nothing(rapi: Api,
+                                                          sdk: openai.AsyncOpenAI) -> None:
+    body = {"model": MODEL, "input": "Hello there", "temperature": 0, "max_output_tokens": 200}
+    full = await sdk.responses.create(**body, store=False)
+    assert full.usage is not None and full.usage.output_tokens == 200  # runs to the limit
+    engine = rapi.engine
+    before = engine.stats().generated_tokens
+    resp = await rapi.client.post("/v1/responses", json={**body, "stream": True},
+                                  headers={"Authorization": f"Bearer {API_KEY}"})
+    assert resp.status == 200
+    deltas = 0
+    while deltas < 3:
+        line = await resp.content.readline()
+        assert line, "the stream ended before the disconnect"
+        deltas += line.startswith(b"event: response.output_text.delta")
+    resp.close()  # closes the connection
+    await wait_idle(engine)
+    stats = engine.stats()
+    assert engine.num_active == 0 and stats.num_running == 0 and stats.num_waiting == 0
+    assert stats.kv_blocks_free == stats.kv_blocks
+    assert stats.generated_tokens - before < 150  # aborted, not run to the end
+    assert not (rapi.state.settings.data_dir / "responses").exists()
+    ok = await rapi.post("/v1/responses", {"model": MODEL, "input": "Hi", "max_output_tokens": 2})
+    assert ok.status == 200, ok.text
