@@ -95,7 +95,8 @@ async def run(gen: Generation, ereq: EngineRequest, draft: Draft, plan: ToolPlan
         err = engine_error(e, ereq)
         code = "server_error" if err.status >= 500 else "invalid_prompt"
         yield {"type": "response.failed", "response": draft.body(
-            "failed", builder.items, gen.clock.usage(), {"code": code, "message": err.message})}
+            "failed", builder.items, gen.clock.usage(),
+            {"code": code, "message": err.message, "param": err.param})}
         return
     status = {"length": "incomplete", "abort": "failed"}.get(reason or "abort", "completed")
     for event in builder.finish(status):
@@ -122,7 +123,10 @@ async def last_response(events: AsyncGenerator[Event, None]) -> dict[str, Any]:
             last = event
     body = last["response"]
     if body["status"] == "failed":
-        raise APIError(500, body["error"]["message"], "server_error")
+        error = body["error"]
+        if error["code"] == "invalid_prompt":  # the engine refused the request itself
+            raise APIError(400, error["message"], param=error.get("param"))
+        raise APIError(500, error["message"], "server_error")
     return body
 
 

@@ -60,12 +60,12 @@ class OutputBuilder:
         return events
 
     def finish(self, status: str) -> list[Event]:
-        """Close the item being written (`incomplete` when the response is); a response
-        that produced nothing still gets its (empty) message."""
+        """Close the item being written (`incomplete` unless the response completed); a
+        response that produced nothing still gets its (empty) message."""
         events: list[Event] = []
         if not self.items:
             events += self._open_message()
-        events += self._close("incomplete" if status == "incomplete" else "completed")
+        events += self._close("completed" if status == "completed" else "incomplete")
         return events
 
     # ---- items -----------------------------------------------------------------------

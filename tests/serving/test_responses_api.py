@@ -509,3 +509,24 @@ async def test_client_disconnect_aborts_and_stores_nothing(rapi: Api,
     assert not (rapi.state.settings.data_dir / "responses").exists()
     ok = await rapi.post("/v1/responses", {"model": MODEL, "input": "Hi", "max_output_tokens": 2})
     assert ok.status == 200, ok.text
+
+
+async def test_a_response_that_cannot_be_stored_fails(aiohttp_client: Any,
+                                                      shared_engine: AsyncEngine, api: Api,
+                                                      tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")  # the data directory is a file: nothing can be written under it
+    server = await make_api(aiohttp_client, shared_engine, data_dir=blocked)
+    body = {"model": MODEL, "input": "Hello", "max_output_tokens": 3}
+    err = assert_error(await server.post("/v1/responses", body), 500, type="server_error")
+    assert "could not be stored" in err["message"]
+    stream = await server.client.post("/v1/responses", json={**body, "stream": True},
+                                      headers={"Authorization": f"Bearer {API_KEY}"})
+    blocks = (await stream.text()).strip().split("\n\n")
+    last = json.loads(blocks[-1].split("\n")[1].removeprefix("data: "))
+    STREAM_EVENT.validate_python(last)
+    assert last["type"] == "response.failed" and last["response"]["status"] == "failed"
+    assert last["response"]["error"]["code"] == "server_error"
+    assert [i["type"] for i in last["response"]["output"]] == ["message"]
+    stored = await server.post("/v1/responses", {**body, "store": False})
+    assert stored.status == 200, stored.text  # not storing still works
