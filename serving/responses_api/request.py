@@ -48,7 +48,7 @@ class ResponsesRequest(BaseModel):
     metadata: dict[str, str] | None = None
     truncation: Literal["disabled", "auto"] = "disabled"
     user: str | None = None
-    # Accepted and echoed, nothing to honour here: they tune OpenAI's own infrastructure.
+    # Accepted; nothing to honour here (they tune OpenAI's own infrastructure).
     service_tier: str | None = None
     prompt_cache_key: str | None = None
     prompt_cache_retention: str | None = None
