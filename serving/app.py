@@ -201,6 +201,12 @@ def _add_retrieval_routes(app: web.Application, state: ServerState) -> None:
     r.add_post("/v1/retrieve", _bind(rag.retrieve, state))
 
 
+def _add_responses_routes(app: web.Application, state: ServerState) -> None:
+    from serving.responses_api.handlers import add_routes as add_responses
+
+    add_responses(app, state)
+
+
 async def _metrics(request: web.Request, state: ServerState) -> web.StreamResponse:
     return request.app[METRICS_KEY].render(state)
 
@@ -211,6 +217,7 @@ def add_routes(app: web.Application, state: ServerState) -> None:
     r.add_post("/v1/completions", _bind(_completions, state))
     r.add_post("/v1/embeddings", _bind(_embeddings, state))
     _add_retrieval_routes(app, state)
+    _add_responses_routes(app, state)
     r.add_get("/v1/models", _bind(models.list_models, state))
     # LlamaEdge's documented example lists models with `curl -X POST .../v1/models`.
     r.add_post("/v1/models", _bind(models.list_models, state))

@@ -120,8 +120,8 @@ def add_retrieval_flags(p: argparse.ArgumentParser) -> None:
     r.add_argument("--no-embedding-model", action="store_true",
                    help="serve no embedding model (and so no retrieval endpoints)")
     r.add_argument("--data-dir", default=os.environ.get(DATA_DIR_ENV, "engine-data"),
-                   help=f"uploaded files and the local vector store (default: ${DATA_DIR_ENV} "
-                   "or ./engine-data)")
+                   help="uploaded files, the local vector store and stored responses "
+                   f"(default: ${DATA_DIR_ENV} or ./engine-data)")
     r.add_argument("--qdrant-url", help="a Qdrant server instead of the local store "
                    "(e.g. http://localhost:6333)")
     r.add_argument("--rag-collection", default=d.collection, help="default collection name")
@@ -243,7 +243,8 @@ def parse_args(argv: list[str] | None = None) -> ServePlan:
                               max_waiting_requests=args.max_waiting_requests,
                               max_prompts_per_request=args.max_prompts_per_request,
                               log_prompts=args.log_prompts,
-                              shutdown_grace_s=args.shutdown_grace)
+                              shutdown_grace_s=args.shutdown_grace,
+                              data_dir=Path(args.data_dir).expanduser())
     embedding, retrieval = embedding_plan(args, specs)
     return ServePlan(specs, fallback_rules(args.fallback, specs), settings, args.host,
                      args.port, args.log_level, embedding, retrieval)

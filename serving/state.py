@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from serving.errors import model_not_found
 from serving.retrieval.service import RetrievalService
@@ -19,6 +20,8 @@ class ServerSettings:
     max_prompts_per_request: int = 64  # prompts in one /v1/completions request; beyond, 400
     log_prompts: bool = False
     shutdown_grace_s: float = 10.0
+    # Where stored state lives (retrieval, stored Responses); None: kept in memory only.
+    data_dir: Path | None = None
 
 
 @dataclass
