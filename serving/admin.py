@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 from typing import Any
 
 from aiohttp import web
@@ -12,6 +11,7 @@ from serving.errors import APIError, bad_request
 from serving.requests import parse_request  # the same 400s as the completion endpoints
 from serving.served import ServedModel
 from serving.state import ServerState
+from serving.version import server_version
 
 
 class TokenizeRequest(BaseModel):
@@ -31,13 +31,6 @@ class DetokenizeRequest(BaseModel):
     model: str
     tokens: list[StrictInt]
     skip_special_tokens: StrictBool = False
-
-
-def server_version() -> str:
-    try:
-        return importlib.metadata.version("engine")
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout without installing
-        return "0.0.0+unknown"
 
 
 async def health(request: web.Request, state: ServerState) -> web.Response:

@@ -54,11 +54,11 @@ def _top(lp: Any) -> dict[str, Any]:
 
 
 def chat_logprobs(positions: list[PositionLogprobs] | None) -> dict[str, Any] | None:
-    """OpenAI's chat shape: {content: [{token, logprob, bytes, top_logprobs}]}."""
+    """OpenAI's chat shape: {content: [{token, logprob, bytes, top_logprobs}], refusal}."""
     if positions is None:
         return None
     return {"content": [{**_top(p.chosen), "top_logprobs": [_top(t) for t in p.top]}
-                        for p in positions]}
+                        for p in positions], "refusal": None}
 
 
 def chat_choice(out: CompletionOutput, plan: ToolPlan | None = None) -> ChatChoice:

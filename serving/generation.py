@@ -115,7 +115,7 @@ async def start_generation(
     max_tokens = req.requested_max_tokens()
     params = [to_sampling_params(req, budget(served, p, max_tokens)) for p in prompts]
     check_capacity(state, served)
-    meta = ResponseMeta(new_id(id_prefix), served.name)
+    meta = ResponseMeta(new_id(id_prefix), served.name, served.fingerprint)
     rids = [meta.id if len(prompts) == 1 else f"{meta.id}-{i}" for i in range(len(prompts))]
     streams: list[AsyncIterator[RequestOutput]] = []
     try:
