@@ -28,6 +28,7 @@ from serving.cli import (
     engine_summary,
     parse_args,
 )
+from serving.connections import make_runner
 from serving.embedding_startup import Closer, load_embeddings
 from serving.served import ServedEncoder, ServedModel
 from serving.state import ServerState
@@ -103,8 +104,8 @@ async def wait_loaded(load: asyncio.Task[Any], stop: asyncio.Event) -> bool:
 
 async def serve(plan: ServePlan) -> int:
     state = ServerState(models=[], settings=plan.settings, ready=False)
-    runner = web.AppRunner(make_app(state), handler_cancellation=True, access_log=None,
-                           shutdown_timeout=plan.settings.shutdown_grace_s)
+    runner = make_runner(make_app(state), plan.settings, handler_cancellation=True,
+                         access_log=None)
     await runner.setup()
     engines: list[AsyncEngine] = []
     closers: list[Closer] = []  # the embedding model and the retrieval store

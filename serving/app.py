@@ -9,7 +9,11 @@ Middlewares, outermost first:
 - auth: with an API key set, `/v1/*`, `/tokenize` and `/detokenize` need
   `Authorization: Bearer <key>` (they run the models and read user text); /health, /metrics
   and /version stay open for probes and scrapers and show no user data;
-- body cap: a declared Content-Length above max_body_bytes is refused before reading.
+- body cap: a declared Content-Length above max_body_bytes is refused before reading;
+- content type: a body is JSON (application/json, a +json type, or no Content-Type) except
+  on the upload endpoints, which also take multipart/form-data. A text/plain or form body is
+  a 400, as FastAPI-based servers (vLLM) answer: it is also what a browser may send to
+  another site without asking, so refusing it keeps cross-site forms out.
 """
 
 from __future__ import annotations
@@ -154,6 +158,28 @@ async def body_size_middleware(request: web.Request, handler: Handler) -> web.St
     return await handler(request)
 
 
+MULTIPART_PATHS = ("/v1/files", "/v1/create/rag")
+
+
+def _is_json_type(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json"))
+
+
+@web.middleware
+async def content_type_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.body_exists and "Content-Type" in request.headers:
+        ctype = request.content_type  # lower-cased, parameters (charset...) stripped
+        multipart = ctype.startswith("multipart/") and request.path in MULTIPART_PATHS
+        if not (_is_json_type(ctype) or multipart):
+            upload = request.path in MULTIPART_PATHS
+            raise APIError(400, f"Unsupported Content-Type {ctype!r}: send the body as JSON "
+                           "with `Content-Type: application/json`"
+                           + (" or upload the file as multipart/form-data" if upload else ""),
+                           param="file" if upload else None, code="unsupported_content_type")
+    return await handler(request)
+
+
 async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
     """Runs as any response's headers go out, streamed ones included."""
     request[RESPONSE_PREPARED] = True
@@ -223,7 +249,7 @@ def make_app(state: ServerState) -> web.Application:
     app = web.Application(
         client_max_size=state.settings.max_body_bytes,
         middlewares=[access_log_middleware, error_middleware, ready_middleware,
-                     auth_middleware, body_size_middleware],
+                     auth_middleware, body_size_middleware, content_type_middleware],
     )
     app[STATE_KEY] = state
     app[METRICS_KEY] = ServerMetrics()

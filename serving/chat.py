@@ -11,7 +11,7 @@ from aiohttp import web
 from engine import CompletionOutput, GuidedDecoding, PositionLogprobs, RequestOutput
 from serving.errors import bad_request
 from serving.generation import Generation, serve
-from serving.requests import ChatCompletionRequest, parse_request
+from serving.requests import ChatCompletionRequest, parse_json_body, parse_request
 from serving.responses import (
     AssistantMessage,
     ChatChoice,
@@ -144,15 +144,15 @@ async def chat_chunks(gen: Generation, req: ChatCompletionRequest,
 
 async def create_chat_completion(request: web.Request,
                                  state: ServerState) -> web.StreamResponse:
-    raw = await request.read()
-    req = parse_request(ChatCompletionRequest, raw)
+    body = parse_json_body(await request.read())
+    req = parse_request(ChatCompletionRequest, body)
     tools = req.check_supported()
     # The call format and the prompt follow the requested model's chat template.
     template = state.resolve(req.model).engine.tokenizer.chat_template
     plan = plan_tools(tools, template)
     if plan is not None:
         req.set_guided(GuidedDecoding(structural_tag=plan.structural_tag()))
-    messages = await with_retrieved_context(state, raw, req.template_messages())  # RAG hook
+    messages = await with_retrieved_context(state, body, req.template_messages())  # RAG hook
     messages, template_tools = prepare_messages(
         messages, tools, template, plan.fmt if plan else None)
     return await serve(request, state, req,

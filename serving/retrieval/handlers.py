@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Iterator
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from serving.errors import APIError, bad_request
 from serving.request_keys import MODEL, PROMPT, USAGE
@@ -72,7 +73,7 @@ async def read_multipart(request: web.Request) -> tuple[str, bytes, dict[str, st
                 upload = (part.filename or "", await part.read())
             else:
                 fields[part.name] = await part.text()
-    except (ValueError, AssertionError, UnicodeDecodeError) as e:  # a malformed body
+    except (ValueError, AssertionError, HttpProcessingError) as e:  # a malformed body
         raise bad_request(f"The multipart body could not be read: {e}", "file") from None
     if upload is None:
         raise bad_request("The upload has no `file` field", "file")
