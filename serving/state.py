@@ -16,6 +16,12 @@ class ServerSettings:
     max_waiting_requests: int = 256  # beyond this, 503 with Retry-After
     log_prompts: bool = False
     shutdown_grace_s: float = 10.0
+    # Slow or idle clients (serving/connections.py): a connection must finish a request's
+    # head this long after connecting or after its previous response; a body must arrive
+    # whole this long after its head; connections past the cap get a 503 and are closed.
+    header_timeout_s: float = 30.0
+    body_timeout_s: float = 120.0
+    max_connections: int = 512
 
 
 @dataclass
