@@ -4,6 +4,12 @@ The model step runs in a worker thread (torch releases the GIL), so the event lo
 free for I/O. Requests and aborts are queued and applied between steps, on the loop's
 thread, so the engine's state is only ever touched by one thread at a time.
 
+Nothing that can take long runs on the loop: validation runs on a validator thread, and a
+request whose grammar is not compiled yet goes to the grammar workers instead (a large
+schema compiles for seconds; xgrammar releases the GIL meanwhile), so plain requests and
+cached grammars never queue behind a compile. Tokenization for `embed` runs on the
+validator thread too.
+
 All torch work, loading included, happens on that one worker thread: each thread that runs
 parallel CPU ops gets its own OpenMP team, and a second team competing with the first's
 spinning threads made every matmul ~3x slower (measured on the 2-core CI machine).
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +41,11 @@ from engine.tokenizer.chat_template import render_for_tokenizer
 
 logger = logging.getLogger(__name__)
 
+# Distinct new schemas compiling at once; more wait their turn. Each compile takes a core:
+# at most half of them, the rest belong to the model (on 2 cores, parallel compiles made
+# every one slower and starved the running streams).
+GRAMMAR_WORKERS = max(1, (os.cpu_count() or 2) // 2)
+
 
 @dataclass
 class _Pending:
@@ -48,9 +60,11 @@ class AsyncEngine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-step")
         self.engine = self._executor.submit(LLMEngine, config).result()
         self.core = self.engine.core
-        # Validation compiles grammars (a new schema takes a noticeable time): its own
-        # thread, so neither the event loop nor the step loop waits on it.
+        # Validation: its own thread, so neither the event loop nor the step loop waits on
+        # it; requests that compile a new grammar go to the grammar workers (seconds each).
         self._validator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-validate")
+        self._grammar_workers = ThreadPoolExecutor(max_workers=GRAMMAR_WORKERS,
+                                                   thread_name_prefix="engine-grammar")
         self._streams: dict[str, asyncio.Queue[RequestOutput | BaseException]] = {}
         self._validating = 0  # requests in add_request, not yet queued
         self._to_add: list[_Pending] = []
@@ -115,9 +129,11 @@ class AsyncEngine:
         queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
         self._streams[request_id] = queue  # reserved while validating
         self._validating += 1
+        slow = isinstance(params, SamplingParams) and self.core.needs_compile(params.guided)
         try:
             valid = await asyncio.get_running_loop().run_in_executor(
-                self._validator, self.engine.validate, list(prompt_ids), params)
+                self._grammar_workers if slow else self._validator, self.engine.validate,
+                list(prompt_ids), params)
         except BaseException:
             self._streams.pop(request_id, None)
             raise
@@ -146,8 +162,9 @@ class AsyncEngine:
         ValueError here; the forward runs on the engine's worker thread between steps, over
         a scratch KV cache, so running requests are not disturbed."""
         config = decoder_pooling(pooling, normalize)
-        ids = self.core.tokenize_for_embedding(inputs, truncate)
         loop = asyncio.get_running_loop()
+        ids = await loop.run_in_executor(self._validator, self.core.tokenize_for_embedding,
+                                         inputs, truncate)
         vectors = await loop.run_in_executor(self._executor, self.core.embed, ids, config)
         return [EmbeddingOutput(v.tolist(), i) for v, i in zip(vectors, ids, strict=True)]
 
@@ -160,6 +177,7 @@ class AsyncEngine:
                 pass
             self._task = None
         self._validator.shutdown(wait=True)
+        self._grammar_workers.shutdown(wait=True)
         self._executor.shutdown(wait=True)
 
     @property

@@ -11,6 +11,7 @@ from aiohttp import web
 from engine import CompletionOutput, PositionLogprobs
 from serving.errors import bad_request
 from serving.generation import Finals, Generation, serve
+from serving.offload import off_loop
 from serving.requests import CompletionRequest, parse_request
 from serving.responses import (
     Completion,
@@ -128,9 +129,14 @@ async def completion_chunks(gen: Generation,
         yield chunk_body(CompletionChunk(**gen.meta.ids(), choices=[], usage=usage), True)
 
 
-async def create_completion(request: web.Request, state: ServerState) -> web.StreamResponse:
-    req = parse_request(CompletionRequest, await request.read())
+def _parse_completion(raw: bytes) -> CompletionRequest:
+    req = parse_request(CompletionRequest, raw)
     req.check_supported()
+    return req
+
+
+async def create_completion(request: web.Request, state: ServerState) -> web.StreamResponse:
+    req = await off_loop(_parse_completion, await request.read())  # large bodies, schemas
     return await serve(request, state, req, lambda m: build_prompts(m, req), "cmpl",
                        lambda gen: completion_chunks(gen, req),
                        lambda gen, finals: completion_response(gen, req, finals))

@@ -7,6 +7,7 @@ at start-up and closes it at shutdown (qdrant's local mode locks its folder mean
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,8 @@ class RetrievalService:
         collection = collection or self.settings.collection
         check_collection_name(collection)
         record = self.files.get(file_id)
-        chunks = self.chunk_file(file_id, capacity, overlap)
+        # Reading and tokenizing a long file takes a while: off the event loop.
+        chunks = await asyncio.to_thread(self.chunk_file, file_id, capacity, overlap)
         if not chunks:
             raise ValueError(f"file {record.filename!r} holds no text to embed")
         vectors, tokens = await self.embed(chunks)
