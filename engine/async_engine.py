@@ -10,6 +10,12 @@ served, only while it has room to start them (max_num_seqs), taking one request 
 group in turn: one request with many prompts cannot hold back a later client's request
 for longer than one turn of the groups and one batch.
 
+Nothing that can take long runs on the loop: validation runs on a validator thread, and a
+request whose grammar is not compiled yet goes to the grammar workers instead (a large
+schema compiles for seconds; xgrammar releases the GIL meanwhile), so plain requests and
+cached grammars never queue behind a compile. Tokenization for `embed` runs on the
+validator thread too.
+
 All torch work, loading included, happens on that one worker thread: each thread that runs
 parallel CPU ops gets its own OpenMP team, and a second team competing with the first's
 spinning threads made every matmul ~3x slower (measured on the 2-core CI machine).
@@ -20,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +47,11 @@ from engine.tokenizer import Tokenizer
 from engine.tokenizer.chat_template import render_for_tokenizer
 
 logger = logging.getLogger(__name__)
+
+# Distinct new schemas compiling at once; more wait their turn. Each compile takes a core:
+# at most half of them, the rest belong to the model (on 2 cores, parallel compiles made
+# every one slower and starved the running streams).
+GRAMMAR_WORKERS = max(1, (os.cpu_count() or 2) // 2)
 
 
 @dataclass
@@ -71,9 +83,11 @@ class AsyncEngine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-step")
         self.engine = self._executor.submit(LLMEngine, config).result()
         self.core = self.engine.core
-        # Validation compiles grammars (a new schema takes a noticeable time): its own
-        # thread, so neither the event loop nor the step loop waits on it.
+        # Validation: its own thread, so neither the event loop nor the step loop waits on
+        # it; requests that compile a new grammar go to the grammar workers (seconds each).
         self._validator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-validate")
+        self._grammar_workers = ThreadPoolExecutor(max_workers=GRAMMAR_WORKERS,
+                                                   thread_name_prefix="engine-grammar")
         self._streams: dict[str, asyncio.Queue[RequestOutput | BaseException]] = {}
         self._incoming = 0  # sequences validating or held here, not yet in the engine
         # Validated requests not yet handed to the engine, by group (see _feed).
@@ -161,8 +175,13 @@ class AsyncEngine:
         self._incoming += num_seqs
         queued = False
         try:
+            # A grammar not compiled yet takes seconds: the grammar workers, so that plain
+            # requests never queue behind it.
+            slow = any(isinstance(r.params, SamplingParams)
+                       and self.core.needs_compile(r.params.guided) for r in requests)
             valid = await asyncio.get_running_loop().run_in_executor(
-                self._validator, self._validate_all, requests)
+                self._grammar_workers if slow else self._validator, self._validate_all,
+                requests)
             for rid, queue in queues.items():
                 if self._streams.get(rid) is not queue:
                     raise InvalidRequest(f"request {rid!r} was aborted before it was queued")
@@ -209,8 +228,9 @@ class AsyncEngine:
         ValueError here; the forward runs on the engine's worker thread between steps, over
         a scratch KV cache, so running requests are not disturbed."""
         config = decoder_pooling(pooling, normalize)
-        ids = self.core.tokenize_for_embedding(inputs, truncate)
         loop = asyncio.get_running_loop()
+        ids = await loop.run_in_executor(self._validator, self.core.tokenize_for_embedding,
+                                         inputs, truncate)
         vectors = await loop.run_in_executor(self._executor, self.core.embed, ids, config)
         return [EmbeddingOutput(v.tolist(), i) for v, i in zip(vectors, ids, strict=True)]
 
@@ -223,6 +243,7 @@ class AsyncEngine:
                 pass
             self._task = None
         self._validator.shutdown(wait=True)
+        self._grammar_workers.shutdown(wait=True)
         self._executor.shutdown(wait=True)
 
     @property

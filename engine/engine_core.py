@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import logging
 import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -37,6 +38,7 @@ from engine.worker.sampler import Sampler, SamplingMetadata, TokenLogprobs
 if TYPE_CHECKING:  # xgrammar is imported on the first guided request only
     from xgrammar import CompiledGrammar
 
+    from engine.guided import GuidedDecoding
     from engine.guided.compiler import GrammarBackend
 
 logger = logging.getLogger(__name__)
@@ -162,6 +164,7 @@ class EngineCore:
         self._seq_ids = itertools.count()
         self.stats = EngineStats()
         self._grammars: GrammarBackend | None = None  # built on the first guided request
+        self._grammars_lock = threading.Lock()  # several validating threads may race for it
 
     # ---- requests ------------------------------------------------------------------------
 
@@ -194,12 +197,21 @@ class EngineCore:
     def grammars(self) -> GrammarBackend:
         """The grammar compiler and its cache, made on first use (the vocabulary walk
         costs a moment on a large tokenizer)."""
-        if self._grammars is None:
-            from engine.guided.compiler import GrammarBackend  # xgrammar: guided requests only
+        with self._grammars_lock:
+            if self._grammars is None:
+                from engine.guided.compiler import GrammarBackend  # xgrammar: guided only
 
-            self._grammars = GrammarBackend(self.tokenizer, self.eos_token_ids,
-                                            self.model_config.vocab_size)
-        return self._grammars
+                self._grammars = GrammarBackend(self.tokenizer, self.eos_token_ids,
+                                                self.model_config.vocab_size)
+            return self._grammars
+
+    def needs_compile(self, spec: GuidedDecoding | None) -> bool:
+        """Whether validating a request with this spec may compile a grammar (seconds, for
+        a large schema): cheap, and never builds the compiler itself."""
+        if spec is None:
+            return False
+        backend = self._grammars
+        return backend is None or not backend.is_cached(spec)
 
     def add_request(self, request_id: str, valid: ValidatedRequest) -> None:
         """Queue a validated request; its sequences report through `step`."""

@@ -32,6 +32,7 @@ from serving.cli import (
     engine_summary,
     parse_args,
 )
+from serving.connections import make_runner
 from serving.embedding_startup import Closer, load_embeddings
 from serving.errors import server_shutting_down
 from serving.served import ServedEncoder, ServedModel
@@ -139,8 +140,8 @@ async def serve(plan: ServePlan) -> int:
     state = ServerState(models=[], settings=plan.settings, ready=False)
     # Requests are drained before the runner's cleanup (drain), so its own wait is short:
     # aiohttp spends it twice, first waiting and then after cancelling each handler.
-    runner = web.AppRunner(make_app(state), handler_cancellation=True, access_log=None,
-                           shutdown_timeout=CLOSE_TIMEOUT_S)
+    runner = make_runner(make_app(state), plan.settings, handler_cancellation=True,
+                         access_log=None, shutdown_timeout=CLOSE_TIMEOUT_S)
     await runner.setup()
     engines: list[AsyncEngine] = []
     closers: list[Closer] = []  # the embedding model and the retrieval store

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.metadata
+import json
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt
 
 from serving.errors import APIError, bad_request
+from serving.offload import off_loop
 from serving.requests import parse_request  # the same 400s as the completion endpoints
 from serving.served import ServedModel
 from serving.state import ServerState
+from serving.version import server_version
 
 
 class TokenizeRequest(BaseModel):
@@ -33,13 +35,6 @@ class DetokenizeRequest(BaseModel):
     skip_special_tokens: StrictBool = False
 
 
-def server_version() -> str:
-    try:
-        return importlib.metadata.version("engine")
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout without installing
-        return "0.0.0+unknown"
-
-
 async def health(request: web.Request, state: ServerState) -> web.Response:
     if not state.ready:
         raise APIError(503, "The server is loading its models (or shutting down)",
@@ -59,8 +54,8 @@ def render_messages(served: ServedModel, messages: list[dict[str, Any]],
         raise bad_request(str(e), "messages") from None
 
 
-async def tokenize(request: web.Request, state: ServerState) -> web.Response:
-    body = parse_request(TokenizeRequest, await request.read())
+def _tokenize(state: ServerState, raw: bytes) -> str:
+    body = parse_request(TokenizeRequest, raw)
     served = state.resolve(body.model)
     if (body.prompt is None) == (body.messages is None):
         raise bad_request("Give exactly one of `prompt` and `messages`", "prompt")
@@ -70,16 +65,27 @@ async def tokenize(request: web.Request, state: ServerState) -> web.Response:
         text = render_messages(served, body.messages or [], body.add_generation_prompt)
         special = bool(body.add_special_tokens)  # the template already wrote BOS and friends
     tokens = served.engine.tokenizer.encode(text, add_special_tokens=special)
-    return web.json_response(
+    return json.dumps(
         {"tokens": tokens, "count": len(tokens), "max_model_len": served.max_model_len})
 
 
-async def detokenize(request: web.Request, state: ServerState) -> web.Response:
-    body = parse_request(DetokenizeRequest, await request.read())
+async def tokenize(request: web.Request, state: ServerState) -> web.Response:
+    # Parsing, rendering, tokenizing and the answer's JSON all scale with the prompt.
+    text = await off_loop(_tokenize, state, await request.read())
+    return web.Response(text=text, content_type="application/json")
+
+
+def _detokenize(state: ServerState, raw: bytes) -> str:
+    body = parse_request(DetokenizeRequest, raw)
     served = state.resolve(body.model)
     try:
         text = served.engine.tokenizer.decode(body.tokens,
                                               skip_special_tokens=body.skip_special_tokens)
     except ValueError as e:  # an id outside the vocabulary
         raise bad_request(str(e), "tokens") from None
-    return web.json_response({"prompt": text})
+    return json.dumps({"prompt": text})
+
+
+async def detokenize(request: web.Request, state: ServerState) -> web.Response:
+    text = await off_loop(_detokenize, state, await request.read())
+    return web.Response(text=text, content_type="application/json")

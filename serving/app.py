@@ -9,7 +9,13 @@ Middlewares, outermost first:
 - auth: with an API key set, `/v1/*`, `/tokenize` and `/detokenize` need
   `Authorization: Bearer <key>` (they run the models and read user text); /health, /metrics
   and /version stay open for probes and scrapers and show no user data;
-- body cap: a declared Content-Length above max_body_bytes is refused before reading.
+- body timeout: a body that has not arrived whole body_timeout_s after the request's head
+  fails every read of it, which answers 408 `request_timeout` and closes the connection;
+- body cap: a declared Content-Length above max_body_bytes is refused before reading;
+- content type: a body is JSON (application/json, a +json type, or no Content-Type) except
+  on the upload endpoints, which also take multipart/form-data. A text/plain or form body is
+  a 400, as FastAPI-based servers (vLLM) answer: it is also what a browser may send to
+  another site without asking, so refusing it keeps cross-site forms out.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from serving import admin, models
-from serving.errors import APIError
+from serving.errors import APIError, BodyReadTimeout
 from serving.metrics import ServerMetrics
 from serving.request_keys import PROMPT, REQUEST_ID, RESPONSE_PREPARED, USAGE
 from serving.state import ServerState
@@ -110,6 +116,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except APIError as e:
         return e.response()
+    except BodyReadTimeout as e:
+        error = APIError(408, str(e), code="request_timeout", headers={"Connection": "close"})
+        return error.response()
     except web.HTTPException as e:
         if e.status < 400:  # redirects and the like are answers, not errors
             raise
@@ -123,6 +132,26 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         error_logger.exception("request %s failed", request.get(REQUEST_ID))
         return APIError(500, "The server had an error while processing your request "
                         f"(request id {request.get(REQUEST_ID)})", "server_error").response()
+
+
+@web.middleware
+async def body_timeout_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    payload = request.content
+    if not request.body_exists or payload.is_eof():
+        return await handler(request)
+    timeout = request.app[STATE_KEY].settings.body_timeout_s
+
+    def expire() -> None:
+        if not payload.is_eof():
+            payload.set_exception(BodyReadTimeout(
+                f"The request body did not arrive within {timeout:g} seconds"))
+
+    timer = asyncio.get_running_loop().call_later(timeout, expire)
+    payload.on_eof(timer.cancel)
+    try:
+        return await handler(request)
+    finally:
+        timer.cancel()
 
 
 @web.middleware
@@ -154,6 +183,28 @@ async def body_size_middleware(request: web.Request, handler: Handler) -> web.St
     if request.content_length is not None and request.content_length > limit:
         raise APIError(413, f"The request body is too large ({request.content_length} bytes; "
                        f"the limit is {limit})", code="request_too_large")
+    return await handler(request)
+
+
+MULTIPART_PATHS = ("/v1/files", "/v1/create/rag")
+
+
+def _is_json_type(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json"))
+
+
+@web.middleware
+async def content_type_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.body_exists and "Content-Type" in request.headers:
+        ctype = request.content_type  # lower-cased, parameters (charset...) stripped
+        multipart = ctype.startswith("multipart/") and request.path in MULTIPART_PATHS
+        if not (_is_json_type(ctype) or multipart):
+            upload = request.path in MULTIPART_PATHS
+            raise APIError(400, f"Unsupported Content-Type {ctype!r}: send the body as JSON "
+                           "with `Content-Type: application/json`"
+                           + (" or upload the file as multipart/form-data" if upload else ""),
+                           param="file" if upload else None, code="unsupported_content_type")
     return await handler(request)
 
 
@@ -232,8 +283,9 @@ def add_routes(app: web.Application, state: ServerState) -> None:
 def make_app(state: ServerState) -> web.Application:
     app = web.Application(
         client_max_size=state.settings.max_body_bytes,
-        middlewares=[access_log_middleware, error_middleware, ready_middleware,
-                     auth_middleware, body_size_middleware],
+        middlewares=[access_log_middleware, error_middleware, body_timeout_middleware,
+                     ready_middleware, auth_middleware, body_size_middleware,
+                     content_type_middleware],
     )
     app[STATE_KEY] = state
     app[METRICS_KEY] = ServerMetrics()

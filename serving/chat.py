@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -11,7 +12,8 @@ from aiohttp import web
 from engine import CompletionOutput, GuidedDecoding, PositionLogprobs, RequestOutput
 from serving.errors import bad_request
 from serving.generation import Generation, serve
-from serving.requests import ChatCompletionRequest, parse_request
+from serving.offload import off_loop
+from serving.requests import ChatCompletionRequest, parse_json_body, parse_request
 from serving.responses import (
     AssistantMessage,
     ChatChoice,
@@ -29,6 +31,7 @@ from serving.served import ServedModel
 from serving.state import ServerState
 from serving.tools import (
     ToolPlan,
+    ToolRequest,
     ToolStreamer,
     finish_reason,
     parse_message,
@@ -54,11 +57,11 @@ def _top(lp: Any) -> dict[str, Any]:
 
 
 def chat_logprobs(positions: list[PositionLogprobs] | None) -> dict[str, Any] | None:
-    """OpenAI's chat shape: {content: [{token, logprob, bytes, top_logprobs}]}."""
+    """OpenAI's chat shape: {content: [{token, logprob, bytes, top_logprobs}], refusal}."""
     if positions is None:
         return None
     return {"content": [{**_top(p.chosen), "top_logprobs": [_top(t) for t in p.top]}
-                        for p in positions]}
+                        for p in positions], "refusal": None}
 
 
 def chat_choice(out: CompletionOutput, plan: ToolPlan | None = None) -> ChatChoice:
@@ -142,19 +145,36 @@ async def chat_chunks(gen: Generation, req: ChatCompletionRequest,
         yield chunk_body(ChatCompletionChunk(**gen.meta.ids(), choices=[], usage=usage), True)
 
 
-async def create_chat_completion(request: web.Request,
-                                 state: ServerState) -> web.StreamResponse:
-    raw = await request.read()
-    req = parse_request(ChatCompletionRequest, raw)
+@dataclass
+class _ChatRequest:
+    body: dict[str, Any]  # the parsed JSON (the RAG option is read from it)
+    req: ChatCompletionRequest
+    tools: ToolRequest | None
+    template: str | None
+    plan: ToolPlan | None
+
+
+def _parse_chat(state: ServerState, raw: bytes) -> _ChatRequest:
+    """Parse and check the body, tools and schemas: off the event loop (a large body or
+    schema takes a while)."""
+    body = parse_json_body(raw)
+    req = parse_request(ChatCompletionRequest, body)
     tools = req.check_supported()
     # The call format and the prompt follow the requested model's chat template.
     template = state.resolve(req.model).engine.tokenizer.chat_template
     plan = plan_tools(tools, template)
     if plan is not None:
         req.set_guided(GuidedDecoding(structural_tag=plan.structural_tag()))
-    messages = await with_retrieved_context(state, raw, req.template_messages())  # RAG hook
-    messages, template_tools = prepare_messages(
-        messages, tools, template, plan.fmt if plan else None)
+    return _ChatRequest(body, req, tools, template, plan)
+
+
+async def create_chat_completion(request: web.Request,
+                                 state: ServerState) -> web.StreamResponse:
+    chat = await off_loop(_parse_chat, state, await request.read())
+    req, plan = chat.req, chat.plan
+    messages = await with_retrieved_context(state, chat.body, req.template_messages())  # RAG
+    messages, template_tools = await off_loop(
+        prepare_messages, messages, chat.tools, chat.template, plan.fmt if plan else None)
     return await serve(request, state, req,
                        lambda m: [render_chat(m, messages, template_tools)], "chatcmpl",
                        lambda gen: chat_chunks(gen, req, plan),

@@ -103,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-body-bytes", type=byte_size, default=ServerSettings.max_body_bytes)
     s.add_argument("--shutdown-grace", type=float, default=ServerSettings.shutdown_grace_s,
                    help="seconds in-flight requests get to finish on SIGINT/SIGTERM")
+    s.add_argument("--header-timeout", type=float, default=ServerSettings.header_timeout_s,
+                   help="seconds a connection has to send a request's headers, from "
+                        "connecting or from its previous response (idle ones close then)")
+    s.add_argument("--body-timeout", type=float, default=ServerSettings.body_timeout_s,
+                   help="seconds a request's body has to arrive whole (then 408)")
+    s.add_argument("--max-connections", type=int, default=ServerSettings.max_connections,
+                   help="open connections beyond this are answered 503 and closed")
     s.add_argument("--log-prompts", action="store_true", help="log prompts (off: privacy)")
     s.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error", "critical"])
@@ -230,7 +237,8 @@ def fallback_rules(rules: list[str], specs: list[ModelSpec]) -> dict[str, str]:
 
 def parse_args(argv: list[str] | None = None) -> ServePlan:
     args = build_parser().parse_args(argv)
-    for flag in ("max_waiting_requests", "max_prompts_per_request", "max_body_bytes"):
+    for flag in ("max_waiting_requests", "max_prompts_per_request", "max_body_bytes",
+                 "header_timeout", "body_timeout", "max_connections"):
         if getattr(args, flag) <= 0:
             raise CLIError(f"--{flag.replace('_', '-')} must be positive")
     if args.shutdown_grace < 0:
@@ -244,7 +252,10 @@ def parse_args(argv: list[str] | None = None) -> ServePlan:
                               max_prompts_per_request=args.max_prompts_per_request,
                               log_prompts=args.log_prompts,
                               shutdown_grace_s=args.shutdown_grace,
-                              data_dir=Path(args.data_dir).expanduser())
+                              data_dir=Path(args.data_dir).expanduser(),
+                              header_timeout_s=args.header_timeout,
+                              body_timeout_s=args.body_timeout,
+                              max_connections=args.max_connections)
     embedding, retrieval = embedding_plan(args, specs)
     return ServePlan(specs, fallback_rules(args.fallback, specs), settings, args.host,
                      args.port, args.log_level, embedding, retrieval)

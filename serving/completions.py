@@ -11,6 +11,7 @@ from aiohttp import web
 from engine import CompletionOutput, PositionLogprobs
 from serving.errors import bad_request
 from serving.generation import Finals, Generation, serve
+from serving.offload import off_loop
 from serving.requests import CompletionRequest, parse_request
 from serving.responses import (
     Completion,
@@ -84,12 +85,14 @@ def completion_response(gen: Generation, req: CompletionRequest, finals: Finals
     return body.model_dump()
 
 
-def completion_chunk(meta: ResponseMeta, index: int, text: str, include_usage: bool,
+def completion_chunk(meta: ResponseMeta, index: int, text: str,
                      logprobs: dict[str, Any] | None = None, finish_reason: str | None = None,
                      stop_reason: str | int | None = None) -> dict[str, Any]:
+    """A text chunk: no `usage` key (OpenAI's completion schema has no null usage; the
+    totals come in their own last chunk)."""
     choice = CompletionChoice(index=index, text=text, logprobs=logprobs,
                               finish_reason=finish_reason, stop_reason=stop_reason)
-    return chunk_body(CompletionChunk(**meta.ids(), choices=[choice]), include_usage)
+    return chunk_body(CompletionChunk(**meta.ids(), choices=[choice]), False)
 
 
 class _ChoiceOffsets:
@@ -99,16 +102,16 @@ class _ChoiceOffsets:
     def __init__(self) -> None:
         self.offsets: dict[int, int] = {}
 
-    def chunk(self, meta: ResponseMeta, index: int, d: CompletionOutput, prefix: str,
-              include_usage: bool) -> dict[str, Any]:
+    def chunk(self, meta: ResponseMeta, index: int, d: CompletionOutput,
+              prefix: str) -> dict[str, Any]:
         first = index not in self.offsets
         start = self.offsets.get(index, len(prefix))
         logprobs = None
         if d.logprobs is not None:
             logprobs, start = completion_logprobs(d.logprobs, start)
         self.offsets[index] = start
-        return completion_chunk(meta, index, (prefix if first else "") + d.text, include_usage,
-                                logprobs, d.finish_reason, d.stop_reason)
+        return completion_chunk(meta, index, (prefix if first else "") + d.text, logprobs,
+                                d.finish_reason, d.stop_reason)
 
 
 async def completion_chunks(gen: Generation,
@@ -120,16 +123,20 @@ async def completion_chunks(gen: Generation,
             gen.clock.observe(i, out)
             for d in out.outputs:
                 if d.text or d.logprobs or d.finish_reason:  # else only held-back text
-                    yield offsets.chunk(gen.meta, i * req.n + d.index, d, _echo(gen, req, i),
-                                        req.include_usage)
+                    yield offsets.chunk(gen.meta, i * req.n + d.index, d, _echo(gen, req, i))
     if req.include_usage:
         usage = Usage(**gen.clock.usage())
         yield chunk_body(CompletionChunk(**gen.meta.ids(), choices=[], usage=usage), True)
 
 
-async def create_completion(request: web.Request, state: ServerState) -> web.StreamResponse:
-    req = parse_request(CompletionRequest, await request.read())
+def _parse_completion(raw: bytes) -> CompletionRequest:
+    req = parse_request(CompletionRequest, raw)
     req.check_supported()
+    return req
+
+
+async def create_completion(request: web.Request, state: ServerState) -> web.StreamResponse:
+    req = await off_loop(_parse_completion, await request.read())  # large bodies, schemas
     cap = state.settings.max_prompts_per_request
     if len(req.prompt_list()) > cap:  # before any is tokenized
         raise bad_request(f"`prompt` holds {len(req.prompt_list())} prompts; this server takes "

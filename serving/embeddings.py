@@ -12,6 +12,7 @@ kept (a BERT text keeps its closing [SEP]).
 from __future__ import annotations
 
 import base64
+import json
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine import EmbeddingOutput
 from serving.errors import bad_request
+from serving.offload import off_loop
 from serving.request_keys import MODEL, PROMPT, USAGE
 from serving.requests import parse_request
 from serving.served import ServedEncoder, ServedModel
@@ -114,8 +116,19 @@ def model_dim(target: ServedEncoder | ServedModel) -> int:
     return target.engine.embedding_dim
 
 
+def _response_text(req: EmbeddingRequest, done: Embedded) -> str:
+    """The JSON answer, built and serialized off the loop (2048 vectors are ~800k floats)."""
+    data = [
+        {"object": "embedding", "index": i,
+         "embedding": encode(shorten(o.embedding, req.dimensions), req.encoding_format)}
+        for i, o in enumerate(done.outputs)
+    ]
+    usage = {"prompt_tokens": done.prompt_tokens, "total_tokens": done.prompt_tokens}
+    return json.dumps({"object": "list", "data": data, "model": done.model, "usage": usage})
+
+
 async def create_embeddings(request: web.Request, state: ServerState) -> web.Response:
-    req = parse_request(EmbeddingRequest, await request.read())
+    req = await off_loop(parse_request, EmbeddingRequest, await request.read())
     target = state.resolve_embedder(req.model)
     dim = model_dim(target)
     if req.dimensions is not None and req.dimensions > dim:
@@ -126,11 +139,5 @@ async def create_embeddings(request: web.Request, state: ServerState) -> web.Res
     done = await embed_inputs(state, req.model, inputs, req.truncate, req.pooling)
     request[MODEL] = done.model
     request[USAGE] = {"prompt_tokens": done.prompt_tokens, "completion_tokens": 0}
-    data = [
-        {"object": "embedding", "index": i,
-         "embedding": encode(shorten(o.embedding, req.dimensions), req.encoding_format)}
-        for i, o in enumerate(done.outputs)
-    ]
-    usage = {"prompt_tokens": done.prompt_tokens, "total_tokens": done.prompt_tokens}
-    return web.json_response({"object": "list", "data": data, "model": done.model,
-                              "usage": usage})
+    return web.Response(text=await off_loop(_response_text, req, done),
+                        content_type="application/json")

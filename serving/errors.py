@@ -39,6 +39,11 @@ class APIError(Exception):
         )
 
 
+class BodyReadTimeout(TimeoutError):
+    """A request body did not arrive whole within --body-timeout (a TimeoutError, so that
+    aiohttp's own clean-up after the response treats it as one and closes the connection)."""
+
+
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(400, message, "invalid_request_error", param, code)
 

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from engine import InvalidRequest, NewRequest, RequestOutput
 from serving.errors import APIError, bad_request
+from serving.offload import off_loop
 from serving.request_keys import MODEL, PROMPT, TOKEN_TIMES, TTFT_S, USAGE
 from serving.requests import SamplingRequest, to_sampling_params
 from serving.responses import ResponseMeta, json_response, new_id
@@ -111,10 +112,11 @@ async def start_generation(
     start = time.monotonic()
     served = state.resolve(req.model)
     to_sampling_params(req, req.requested_max_tokens())  # bad parameters: 400 before the work
-    served, prompts = route(state, served, build, req)
+    # Rendering and tokenizing the prompts (long ones take a while) runs off the loop.
+    served, prompts = await off_loop(route, state, served, build, req)
     max_tokens = req.requested_max_tokens()
     params = [to_sampling_params(req, budget(served, p, max_tokens)) for p in prompts]
-    meta = ResponseMeta(new_id(id_prefix), served.name)
+    meta = ResponseMeta(new_id(id_prefix), served.name, served.fingerprint)
     rids = [meta.id if len(prompts) == 1 else f"{meta.id}-{i}" for i in range(len(prompts))]
     new = [NewRequest(rid, prompt.ids, p, prompt.text)
            for rid, prompt, p in zip(rids, prompts, params, strict=True)]

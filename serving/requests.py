@@ -8,14 +8,14 @@ becomes a 400 `invalid_request_error` whose `param` names the field.
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any, ClassVar, Literal, TypeVar
 
-from jsonschema import Draft202012Validator, SchemaError
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from engine import GuidedDecoding, InvalidRequest, SamplingParams
 from serving.errors import APIError, bad_request
+from serving.json_body import parse_json_body
+from serving.schemas import check_json_schema
 from serving.tools.definitions import ToolRequest, tool_request
 
 MAX_N = 128
@@ -52,19 +52,34 @@ class ResponseFormat(_Strict):
         schema = spec.get("schema", {"type": "object"})
         if not isinstance(schema, dict):
             raise bad_request("`json_schema.schema` must be a JSON schema object", where)
-        try:
-            Draft202012Validator.check_schema(schema)
-        except SchemaError as e:
-            raise bad_request(f"Invalid JSON schema: {e.message}", where) from None
+        check_json_schema(schema, where, "JSON schema")
         return GuidedDecoding(json_schema=schema)
 
 
+class FunctionCall(_Strict):
+    """A call in a conversation's history; `arguments` is OpenAI's JSON string (an object
+    is taken too: the prompt writes it as JSON either way)."""
+
+    name: str
+    arguments: str | dict[str, Any]
+
+
+class ToolCall(_Strict):
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
 class ChatMessage(_Strict):
-    # extra="allow": name, tool_calls, tool_call_id... are passed on to the chat template.
+    # extra="allow": other fields are passed on to the chat template.
     model_config = ConfigDict(strict=True, extra="allow")
 
     role: Role
     content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    function_call: FunctionCall | None = None
 
 
 class SamplingRequest(_Strict):
@@ -258,21 +273,6 @@ class CompletionRequest(SamplingRequest):
 
 # ---- parsing -------------------------------------------------------------------------------
 
-def _reject_constant(name: str) -> Any:
-    # Python's json accepts NaN and Infinity; JSON (and OpenAI) does not.
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def parse_json_body(raw: bytes | str) -> dict[str, Any]:
-    try:
-        data = json.loads(raw, parse_constant=_reject_constant)
-    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise bad_request(f"We could not parse the JSON body of your request: {e}") from None
-    if not isinstance(data, dict):
-        raise bad_request("The request body must be a JSON object")
-    return data
-
-
 def _is_union_tag(item: str) -> bool:
     """Pydantic puts the union member it tried into `loc` ('str', 'list[int]', ...)."""
     return item in {"str", "int", "float", "bool", "list", "dict", "none"} or any(
@@ -282,7 +282,7 @@ def _is_union_tag(item: str) -> bool:
 @functools.cache
 def _known_fields() -> frozenset[str]:
     models = (ChatCompletionRequest, CompletionRequest, ChatMessage, StreamOptions,
-              ResponseFormat)
+              ResponseFormat, ToolCall, FunctionCall)
     return frozenset(name for m in models for name in m.model_fields)
 
 

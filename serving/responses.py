@@ -25,10 +25,12 @@ class ResponseMeta:
 
     id: str
     model: str
+    system_fingerprint: str  # OpenAI's spec: a string, never null
     created: int = field(default_factory=lambda: int(time.time()))
 
     def ids(self) -> dict[str, Any]:
-        return {"id": self.id, "created": self.created, "model": self.model}
+        return {"id": self.id, "created": self.created, "model": self.model,
+                "system_fingerprint": self.system_fingerprint}
 
 
 def new_id(prefix: str) -> str:
@@ -60,7 +62,7 @@ class _Body(BaseModel):
     id: str
     created: int
     model: str
-    system_fingerprint: str | None = None
+    system_fingerprint: str
 
 
 def _absent_if_none(value: Any) -> bool:
@@ -70,6 +72,7 @@ def _absent_if_none(value: Any) -> bool:
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
+    refusal: str | None = None  # OpenAI's spec requires the key; this server never refuses
     # Present only when the model called something (OpenAI clients read either shape).
     tool_calls: list[dict[str, Any]] | None = Field(default=None, exclude_if=_absent_if_none)
     function_call: dict[str, Any] | None = Field(default=None, exclude_if=_absent_if_none)
@@ -124,5 +127,7 @@ class CompletionChunk(_Body):
 
 
 def chunk_body(chunk: ChatCompletionChunk | CompletionChunk, include_usage: bool) -> dict[str, Any]:
-    """With include_usage every chunk carries "usage" (null until the last); else none does."""
+    """With include_usage every chat chunk carries "usage" (null until the last); else none
+    does. Completion chunks pass include_usage only for the last, usage-only chunk: OpenAI's
+    completion schema has no null usage."""
     return chunk.model_dump(exclude=None if include_usage else {"usage"})

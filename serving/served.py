@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
 from engine import AsyncEngine, AsyncSentenceEncoder
+from serving.version import system_fingerprint
 
 
 @dataclass
@@ -18,6 +20,12 @@ class ServedModel:
     aliases: list[str] = field(default_factory=list)
     created: int = field(default_factory=lambda: int(time.time()))
     fallback: str | None = None  # a served model for prompts longer than this one's context
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """The `system_fingerprint` of this model's answers."""
+        core = self.engine.core
+        return system_fingerprint(core.config.model, core.config.dtype, core.weights_kind)
 
 
 @dataclass

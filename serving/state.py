@@ -22,6 +22,12 @@ class ServerSettings:
     shutdown_grace_s: float = 10.0
     # Where stored state lives (retrieval, stored Responses); None: kept in memory only.
     data_dir: Path | None = None
+    # Slow or idle clients (serving/connections.py): a connection must finish a request's
+    # head this long after connecting or after its previous response; a body must arrive
+    # whole this long after its head; connections past the cap get a 503 and are closed.
+    header_timeout_s: float = 30.0
+    body_timeout_s: float = 120.0
+    max_connections: int = 512
 
 
 @dataclass

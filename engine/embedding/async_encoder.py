@@ -61,11 +61,10 @@ class AsyncSentenceEncoder:
                 "normalize": e.pooling.normalize, "dtype": str(e.dtype).removeprefix("torch.")}
 
     async def embed(self, inputs: list[EmbedInput], truncate: bool = False) -> list[EmbeddingOutput]:
-        """Tokenize and check here (ValueError before any work); encode on the worker."""
-        ids = self.encoder.tokenize(inputs, truncate)
-        loop = asyncio.get_running_loop()
-        vectors = await loop.run_in_executor(self._executor, self.encoder.embed_token_ids, ids)
-        return [EmbeddingOutput(v.tolist(), i) for v, i in zip(vectors, ids, strict=True)]
+        """Tokenize and check (ValueError before any forward), then encode: both on the
+        worker, off the event loop (a long input takes a while to tokenize)."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self.encoder.embed, inputs, truncate)
 
     async def shutdown(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)

@@ -134,7 +134,7 @@ class SentenceEncoder:
                 if not item:
                     raise ValueError("input must not be an empty string")
                 tok = self._truncating if truncate else self.tokenizer
-                ids = tok.encode(item).ids
+                ids = tok.encode_batch([item])[0].ids  # the batch call releases the GIL
             else:
                 ids = check_token_ids(item, self.vocab_size)
                 if truncate:
@@ -146,7 +146,8 @@ class SentenceEncoder:
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """(start, end) character offsets of the text's tokens, special tokens excluded."""
-        return list(self.tokenizer.encode(text, add_special_tokens=False).offsets)
+        encoded = self.tokenizer.encode_batch([text], add_special_tokens=False)[0]
+        return list(encoded.offsets)  # (the batch call releases the GIL: files can be long)
 
     def micro_batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Input indices grouped for one forward each: longest first, so that each group

@@ -2,9 +2,10 @@
 
 `GrammarBackend` owns one xgrammar TokenizerInfo and GrammarCompiler per model and a cache of
 compiled grammars keyed by the spec's canonical JSON, so a schema sent with every request
-is compiled once. Compiling may happen on the server's event loop thread (to refuse a bad
-schema with a 400 before anything is queued) and on the engine thread; the lock keeps the
-cache consistent.
+is compiled once. Several threads may compile at once (AsyncEngine's grammar workers): the
+lock guards only the cache and the table of compiles in progress, never a compile itself,
+so a lookup of a cached grammar never waits behind a slow compile, and a second request for
+a schema being compiled waits for that compile instead of repeating it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
+from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 import xgrammar as xgr
@@ -50,9 +52,11 @@ class GrammarBackend:
                  model_vocab_size: int) -> None:
         self.info = tokenizer_info(tokenizer, eos_token_ids, model_vocab_size)
         self.vocab_size = model_vocab_size
-        # One compile thread: the machine's cores belong to the model.
+        # One thread per compile: the machine's cores belong to the model. (The compiler is
+        # safe to call from several threads at once.)
         self._compiler = xgr.GrammarCompiler(self.info, max_threads=1, cache_enabled=False)
         self._cache: OrderedDict[str, xgr.CompiledGrammar] = OrderedDict()
+        self._compiling: dict[str, Future[xgr.CompiledGrammar]] = {}
         self._lock = threading.Lock()
 
     def compile(self, spec: GuidedDecoding) -> xgr.CompiledGrammar:
@@ -62,11 +66,31 @@ class GrammarBackend:
             if hit is not None:
                 self._cache.move_to_end(spec.key)
                 return hit
+            running = self._compiling.get(spec.key)
+            if running is None:
+                mine: Future[xgr.CompiledGrammar] = Future()
+                self._compiling[spec.key] = mine
+        if running is not None:  # another thread compiles this very spec: share its result
+            return running.result()
+        try:
             compiled = self._compile(spec)
+        except BaseException as e:
+            with self._lock:
+                del self._compiling[spec.key]
+            mine.set_exception(e)
+            raise
+        with self._lock:
+            del self._compiling[spec.key]
             self._cache[spec.key] = compiled
             if len(self._cache) > MAX_CACHED_GRAMMARS:
                 self._cache.popitem(last=False)
-            return compiled
+        mine.set_result(compiled)
+        return compiled
+
+    def is_cached(self, spec: GuidedDecoding) -> bool:
+        """Whether `compile(spec)` would answer at once."""
+        with self._lock:
+            return spec.key in self._cache
 
     @property
     def num_cached(self) -> int:

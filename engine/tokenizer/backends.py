@@ -58,6 +58,12 @@ def set_template_processor(tok: tokenizers.Tokenizer, bos: tuple[str, int] | Non
         special_tokens=[t for t in (bos, eos) if t])
 
 
+# `tokenizers` holds the GIL through encode() and decode() but releases it in the batch
+# calls: past this many characters (or ids) the batch form is used, so that a server thread
+# tokenizing a huge prompt leaves the event loop free (same results either way).
+LONG_TEXT = 4096
+
+
 class Backend(Protocol):
     vocab_size: int
 
@@ -80,9 +86,13 @@ class TokenizersBackend:
         self.vocab_size = max(tok.get_vocab_size(with_added_tokens=True), len(pieces or ()))
 
     def encode(self, text: str, add_special_tokens: bool) -> list[int]:
+        if len(text) > LONG_TEXT:  # the batch call releases the GIL while it works
+            return self.tok.encode_batch([text], add_special_tokens=add_special_tokens)[0].ids
         return self.tok.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool) -> str:
+        if len(ids) > LONG_TEXT:
+            return self.tok.decode_batch([list(ids)], skip_special_tokens=skip_special_tokens)[0]
         return self.tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     def id_to_token(self, token_id: int) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from serving.errors import APIError, bad_request
-from serving.requests import parse_json_body, parse_request
+from serving.requests import parse_request
 from serving.retrieval.handlers import client_errors
 from serving.retrieval.requests import ChatRag, last_user_text
 from serving.state import ServerState
@@ -44,11 +44,12 @@ def add_to_system(messages: list[dict[str, Any]], text: str) -> list[dict[str, A
     return [{"role": "system", "content": text}, *out]
 
 
-async def with_retrieved_context(state: ServerState, raw_body: bytes,
+async def with_retrieved_context(state: ServerState, body: dict[str, Any],
                                  messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`messages` with retrieved context in the system message, when the request asks."""
+    """`messages` with retrieved context in the system message, when the request (its
+    parsed JSON `body`) asks."""
     svc = state.retrieval
-    option = rag_option(parse_json_body(raw_body), svc is not None and svc.settings.rag_chat)
+    option = rag_option(body, svc is not None and svc.settings.rag_chat)
     if not option.enabled:
         return messages
     if svc is None:

@@ -77,10 +77,29 @@ class FileRecord:
         return cls(**raw)
 
 
+def _printable_name(filename: str) -> bool:
+    """No control characters (NUL, DEL, ...) and no lone surrogates: the name goes into
+    records, logs and responses."""
+    if any(c < " " or c == "\x7f" for c in filename):
+        return False
+    try:
+        filename.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_upload(filename: str, content: bytes) -> str:
-    """The text of an acceptable upload: a non-empty UTF-8 .txt or .md file."""
+    """The text of an acceptable upload: a non-empty UTF-8 .txt or .md file with a
+    printable name."""
+    if not _printable_name(filename):
+        raise FileError(f"The file name {filename!r} holds control characters or invalid "
+                        "Unicode; rename the file")
     name = Path(filename).name
-    if not name or not name.lower().endswith(TEXT_SUFFIXES):
+    if not name:
+        raise FileError("The upload has no file name (or one that could not be read); upload "
+                        f"a text or markdown file, named with {', '.join(TEXT_SUFFIXES)}")
+    if not name.lower().endswith(TEXT_SUFFIXES):
         raise FileError(f"file {filename!r} is not a text or markdown file; upload one ending "
                         f"in {', '.join(TEXT_SUFFIXES)}")
     try:

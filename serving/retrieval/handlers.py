@@ -7,8 +7,10 @@ import contextlib
 from collections.abc import Iterator
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from serving.errors import APIError, bad_request
+from serving.offload import off_loop
 from serving.request_keys import MODEL, PROMPT, USAGE
 from serving.requests import parse_request
 from serving.retrieval.files import FileError
@@ -72,7 +74,7 @@ async def read_multipart(request: web.Request) -> tuple[str, bytes, dict[str, st
                 upload = (part.filename or "", await part.read())
             else:
                 fields[part.name] = await part.text()
-    except (ValueError, AssertionError, UnicodeDecodeError) as e:  # a malformed body
+    except (ValueError, AssertionError, HttpProcessingError) as e:  # a malformed body
         raise bad_request(f"The multipart body could not be read: {e}", "file") from None
     if upload is None:
         raise bad_request("The upload has no `file` field", "file")
@@ -82,13 +84,13 @@ async def read_multipart(request: web.Request) -> tuple[str, bytes, dict[str, st
 async def upload_file(request: web.Request, state: ServerState) -> web.Response:
     svc = service(state)
     filename, content, _ = await read_multipart(request)
-    with client_errors("file"):
-        record = svc.files.save(filename, content)
+    with client_errors("file"):  # decoding and writing a large file: off the loop
+        record = await off_loop(svc.files.save, filename, content)
     return web.json_response(record.to_dict())
 
 
 async def list_files(request: web.Request, state: ServerState) -> web.Response:
-    records = service(state).files.list()
+    records = await off_loop(service(state).files.list)
     return web.json_response({"object": "list", "data": [r.to_dict() for r in records]})
 
 
@@ -112,14 +114,14 @@ async def delete_file(request: web.Request, state: ServerState) -> web.Response:
 
 async def chunks(request: web.Request, state: ServerState) -> web.Response:
     svc = service(state)
-    req = parse_request(ChunksRequest, await request.read())
+    req = await off_loop(parse_request, ChunksRequest, await request.read())
     with client_errors():
         record = svc.files.get(req.id)
     if req.filename is not None and req.filename != record.filename:
         raise bad_request(f"File {req.id!r} is named {record.filename!r}, not {req.filename!r}",
                           "filename")
     with client_errors("chunk_capacity"):
-        pieces = svc.chunk_file(req.id, req.chunk_capacity, req.chunk_overlap)
+        pieces = await off_loop(svc.chunk_file, req.id, req.chunk_capacity, req.chunk_overlap)
     return web.json_response({"id": record.id, "filename": record.filename, "chunks": pieces})
 
 
@@ -150,7 +152,7 @@ async def create_rag(request: web.Request, state: ServerState) -> web.Response:
             done = await svc.upload_and_ingest(filename, content, opts.collection_name,
                                                opts.chunk_capacity, opts.chunk_overlap)
     else:
-        opts = parse_request(CreateRagRequest, await request.read())
+        opts = await off_loop(parse_request, CreateRagRequest, await request.read())
         with client_errors():
             done = await svc.ingest(opts.id, opts.collection_name, opts.chunk_capacity,
                                     opts.chunk_overlap)
@@ -177,7 +179,7 @@ def check_model(state: ServerState, svc: RetrievalService, model: str | None) ->
 
 async def retrieve(request: web.Request, state: ServerState) -> web.Response:
     svc = service(state)
-    req = parse_request(RetrieveRequest, await request.read())
+    req = await off_loop(parse_request, RetrieveRequest, await request.read())
     check_model(state, svc, req.model)
     query = last_user_text(req.messages)
     request[PROMPT] = query

@@ -174,7 +174,8 @@ class RetrievalService:
         stored, and a failure (or a crash, at the next start) leaves nothing of it."""
         collection = collection or self.settings.collection
         self.check_options(collection, capacity, overlap)  # before storing anything
-        record = self.files.save(filename, content, status=INGESTING)
+        # Decoding and writing a large file: off the event loop.
+        record = await asyncio.to_thread(self.files.save, filename, content, status=INGESTING)
         try:
             async with self._lock(record.id):
                 return await self._ingest(record, collection, capacity, overlap)
@@ -185,8 +186,8 @@ class RetrievalService:
     async def _ingest(self, record: FileRecord, collection: str, capacity: int | None,
                       overlap: int | None) -> Ingested:
         capacity, overlap = self.check_options(collection, capacity, overlap)
-        chunks = chunk_text(self.files.read_text(record.id),
-                            self.encoder.encoder.token_offsets, capacity, overlap)
+        # Reading and tokenizing a long file takes a while: off the event loop.
+        chunks = await asyncio.to_thread(self.chunk_file, record.id, capacity, overlap)
         if not chunks:
             raise ValueError(f"file {record.filename!r} holds no text to embed")
         vectors, tokens = await self.embed(chunks)

@@ -7,9 +7,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import Draft202012Validator, SchemaError
-
 from serving.errors import bad_request
+from serving.schemas import check_json_schema
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
 
@@ -56,11 +55,7 @@ def _function(raw: Any, where: str) -> Function:
     if not isinstance(params, dict):
         raise bad_request("Function parameters must be a JSON schema object",
                           f"{where}.parameters")
-    try:
-        Draft202012Validator.check_schema(params)
-    except SchemaError as e:
-        raise bad_request(f"Invalid JSON schema for function {name!r}: {e.message}",
-                          f"{where}.parameters") from None
+    check_json_schema(params, f"{where}.parameters", f"JSON schema for function {name!r}")
     if params.get("type", "object") != "object":
         raise bad_request("Function parameters must describe an object (type 'object')",
                           f"{where}.parameters")

@@ -76,6 +76,42 @@ def test_hf_json_matches_tokenizers_and_transformers(bpe_dir: Path, texts: list[
             ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
+def test_long_texts_tokenize_the_same_and_free_the_gil(bpe_dir: Path, texts: list[str]) -> None:
+    """Past LONG_TEXT the batch calls are used (they release the GIL): same ids, same text,
+    and another thread runs meanwhile."""
+    import threading
+    import time
+
+    from engine.tokenizer.backends import LONG_TEXT
+
+    ours = Tokenizer.from_dir(bpe_dir)
+    raw = tokenizers.Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))
+    long = " ".join(texts) * (8 * LONG_TEXT // len(" ".join(texts)) + 1)
+    ids = ours.encode(long)
+    assert len(long) > LONG_TEXT and len(ids) > LONG_TEXT
+    assert ids == raw.encode(long).ids
+    assert ours.decode(ids) == raw.decode(ids, skip_special_tokens=False) == long
+    assert ours.decode(ids, skip_special_tokens=True) == raw.decode(ids)
+    huge = long * (200_000 // len(long) + 1)  # a few tenths of a second to tokenize
+    beats: list[float] = []
+    done = threading.Event()
+
+    def heartbeat() -> None:
+        while not done.is_set():
+            beats.append(time.monotonic())
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=heartbeat)
+    thread.start()
+    start = time.monotonic()
+    ours.encode(huge)
+    took = time.monotonic() - start
+    done.set()
+    thread.join()
+    during = [b for b in beats if start <= b <= start + took]
+    assert took > 0.05 and len(during) >= 5, (took, len(during))  # it beat all along
+
+
 def test_hf_json_special_token_facts(bpe_dir: Path) -> None:
     tok = Tokenizer.from_dir(bpe_dir)
     raw = tokenizers.Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))

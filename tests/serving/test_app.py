@@ -163,7 +163,8 @@ async def test_body_too_large(client: TestClient) -> None:
         for _ in range(10):
             yield b"x" * 1000
 
-    await envelope(await client.post("/tokenize", data=chunks()), 413)
+    await envelope(await client.post("/tokenize", data=chunks(),
+                                      headers={"Content-Type": "application/json"}), 413)
     assert (await client.get("/v1/models")).status == 200
 
 
@@ -217,8 +218,9 @@ async def test_tokenize_errors(client: TestClient, path: str, body: dict[str, An
 
 
 async def test_tokenize_malformed_json(client: TestClient) -> None:
-    err = await envelope(await client.post("/tokenize", data="{'model': False,}"), 400)
-    assert "JSON" in err["message"]
+    err = await envelope(await client.post("/tokenize", data="{'model': False,}", headers={
+        "Content-Type": "application/json"}), 400)
+    assert "could not parse the JSON" in err["message"]
 
 
 # ---- metrics and access log --------------------------------------------------------------

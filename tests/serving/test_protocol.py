@@ -363,15 +363,16 @@ def test_completion_logprobs_shape_and_offsets() -> None:
     json.dumps(out, allow_nan=False)
 
 
-META = ResponseMeta("chatcmpl-1", "tiny", 123)
+META = ResponseMeta("chatcmpl-1", "tiny", "fp_0123456789", 123)
 
 
 def test_chunks_carry_usage_null_only_when_asked() -> None:
     with_usage = chat_chunk(META, 0, {"content": "x"}, True)
     assert with_usage["usage"] is None
     assert "usage" not in chat_chunk(META, 0, {"content": "x"}, False)
-    c = completion_chunk(ResponseMeta("cmpl-1", "tiny", 123), 2, "x", True)
-    assert c["object"] == "text_completion" and c["usage"] is None
+    # OpenAI's completion schema has no null usage: text chunks never carry the key.
+    c = completion_chunk(ResponseMeta("cmpl-1", "tiny", "fp_0123456789", 123), 2, "x")
+    assert c["object"] == "text_completion" and "usage" not in c
     assert c["choices"] == [{"index": 2, "text": "x", "logprobs": None, "finish_reason": None,
                              "stop_reason": None}]
 
@@ -392,7 +393,8 @@ def test_chat_response_shape() -> None:
     body = chat_response(META, final, usage)
     assert body["object"] == "chat.completion" and body["usage"] == usage
     first, second = body["choices"]
-    assert first["message"] == {"role": "assistant", "content": "hello"}
+    assert first["message"] == {"role": "assistant", "content": "hello", "refusal": None}
+    assert body["system_fingerprint"] == "fp_0123456789"
     assert (first["finish_reason"], first["stop_reason"], first["logprobs"]) == (
         "stop", "</s>", None)
     assert second["index"] == 1 and len(second["logprobs"]["content"]) == 1

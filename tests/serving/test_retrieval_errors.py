@@ -144,3 +144,33 @@ async def test_retrieval_off_without_a_store(emb_api: Api) -> None:
         assert_error(resp, 400, code="retrieval_disabled")
     # Without the field the chat works as before.
     assert (await emb_api.chat(messages=USER, max_tokens=1)).status == 200
+
+
+def raw_upload(filename_header: str, content: bytes = DOC) -> bytes:
+    """A multipart body written by hand: the client libraries refuse odd filenames."""
+    return (b"--bnd\r\nContent-Disposition: form-data; name=\"file\"; "
+            + filename_header.encode("latin-1") + b"\r\nContent-Type: text/plain\r\n\r\n"
+            + content + b"\r\n--bnd--\r\n")
+
+
+@pytest.mark.parametrize("header", [
+    "filename=\"doc\x00.txt\"", "filename=\"doc\x7f.txt\"", "filename=\"a\x01b.md\"",
+    "filename*=UTF-8''doc%00.txt", "filename*=UTF-8''doc%7F.txt",
+    "filename*=UTF-8''doc%ED%A0%80.txt",
+], ids=["NUL", "DEL", "SOH", "NUL escaped", "DEL escaped", "surrogate escaped"])
+async def test_control_characters_in_a_filename_are_400(api: Api, header: str) -> None:
+    for path in ("/v1/files", "/v1/create/rag"):
+        resp = await api.post(path, raw=raw_upload(header), headers={
+            "Content-Type": "multipart/form-data; boundary=bnd"})
+        assert_error(resp, 400, param="file")
+    assert (await api.get("/v1/files")).json["data"] == []
+
+
+async def test_lone_surrogates_in_retrieval_json_are_400(api: Api) -> None:
+    resp = await api.post("/v1/retrieve", {"messages": [{"role": "user", "content": "\ud800"}]})
+    assert_error(resp, 400, param="messages[0].content", code="invalid_unicode")
+    resp = await api.post("/v1/chunks", {"id": "file_\udfff"})
+    assert_error(resp, 400, param="id", code="invalid_unicode")
+    deep = '{"messages": ' + "[" * 300 + "]" * 300 + "}"
+    assert_error(await api.post("/v1/retrieve", raw=deep), 400, code="json_too_deep")
+    assert_error(await api.post("/v1/create/rag", raw=deep), 400, code="json_too_deep")

@@ -73,12 +73,17 @@ def check_no_usage_chunk(events: list[dict[str, Any]]) -> None:
 
 
 def split_usage(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """include_usage: every chunk has usage null; the last one has no choices and the totals."""
+    """include_usage: the last chunk has no choices and the totals; before it, every chat
+    chunk has usage null and no completion chunk has the key (OpenAI's schemas: chat
+    chunks' usage is nullable, a completion's is not)."""
     *body, last = events
     assert last["choices"] == [], last
     assert isinstance(last["usage"], dict), last
     for ev in body:
-        assert "usage" in ev and ev["usage"] is None, ev
+        if ev["object"] == "chat.completion.chunk":
+            assert "usage" in ev and ev["usage"] is None, ev
+        else:
+            assert "usage" not in ev, ev
         assert ev["choices"], ev
     return body, last["usage"]
 

@@ -14,6 +14,7 @@ import pytest
 from engine import AsyncEngine, EngineConfig
 from tests.conftest import make_tiny_llama
 from tests.serving.conftest import API_KEY, HELLO, MODEL, Api, assert_error
+from tests.serving.openai_schema import check
 
 LONG = 2048  # the injected tool prompt alone is ~800 tokens of the tiny tokenizer
 
@@ -122,9 +123,13 @@ async def test_length_wins_when_the_call_is_cut(api: Api) -> None:
 async def test_streamed_call_reassembles_to_the_plain_one(api: Api) -> None:
     body = {"messages": HELLO, "tools": TOOLS, "tool_choice": "required", "seed": 4,
             "max_tokens": 150, "parallel_tool_calls": False}
-    plain = (await api.chat(**body)).json["choices"][0]
+    plain_body = (await api.chat(**body)).json
+    check(plain_body, "/chat/completions")  # OpenAI's published shape, tool_calls included
+    plain = plain_body["choices"][0]
     stream = await api.stream("/v1/chat/completions", body)
     assert stream.status == 200, stream.text
+    for ev in stream.events:
+        check(ev, "/chat/completions", media="text/event-stream")
     calls: dict[int, dict[str, Any]] = {}
     finish = []
     for ev in stream.events[1:]:
@@ -156,6 +161,7 @@ async def test_legacy_functions_dialect(api: Api) -> None:
     resp = await api.chat(messages=HELLO, functions=[fn], function_call="get_current_weather",
                           max_tokens=150, seed=0)
     assert resp.status == 200, resp.text
+    check(resp.json, "/chat/completions")
     choice = resp.json["choices"][0]
     assert choice["finish_reason"] == "function_call"
     call = choice["message"]["function_call"]

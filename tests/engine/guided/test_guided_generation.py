@@ -8,6 +8,8 @@ arrays so that a random walk ends well within max_tokens.
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jsonschema
@@ -140,6 +142,56 @@ def test_compiled_grammars_are_cached(llm: LLM) -> None:
     first = backend.compile(GuidedDecoding(json_schema={"type": "object", "required": []}))
     again = backend.compile(GuidedDecoding(json_schema={"required": [], "type": "object"}))
     assert first is again
+
+
+def slow_spec(tag: str) -> GuidedDecoding:
+    """A schema that takes a second or more to compile for the tiny vocabulary."""
+    values = [f"{tag}{i}" for i in range(12_000)]
+    return GuidedDecoding(json_schema={"type": "object", "required": ["v"], "properties": {
+        "v": {"type": "string", "enum": values}}})
+
+
+def test_a_compile_does_not_hold_up_cached_grammars(llm: LLM) -> None:
+    """The lock guards the cache, not a compile: a cached grammar is served at once while
+    a slow schema compiles in another thread."""
+    backend = llm.llm_engine.core.grammars
+    cached = GuidedDecoding(json_schema={"type": "object", "required": ["a"],
+                                         "properties": {"a": {"type": "integer"}}})
+    backend.compile(cached)
+    spec = slow_spec("held-")
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(backend.compile, spec)
+        while not backend._compiling:  # the slow compile has begun
+            assert not slow.done()
+            time.sleep(0.001)
+        assert backend.compile(cached) is not None and backend.is_cached(cached)
+        assert not slow.done() and not backend.is_cached(spec)
+        slow.result()
+    assert backend.is_cached(spec)
+
+
+def test_one_compile_per_schema_however_many_ask(llm: LLM,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = llm.llm_engine.core.grammars
+    calls = []
+    real = backend._compile
+
+    def counting(spec: GuidedDecoding) -> object:
+        calls.append(spec.key)
+        return real(spec)
+
+    monkeypatch.setattr(backend, "_compile", counting)
+    spec = slow_spec("shared-")
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: backend.compile(spec), range(3)))
+    assert len(calls) == 1 and all(r is results[0] for r in results)
+    bad = GuidedDecoding(json_schema={"type": "bogus"})
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(backend.compile, bad) for _ in range(2)]
+        for f in futures:
+            with pytest.raises(ValueError, match="bogus"):
+                f.result()
+    assert not backend._compiling  # a failed compile leaves nothing behind
 
 
 def test_masks_leave_free_rows_alone(llm: LLM) -> None:
