@@ -57,8 +57,9 @@ class FileRecord:
     collections: dict[str, Ingestion] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
-        """The file object as the API shows it."""
-        return {k: getattr(self, k) for k in _PUBLIC}
+        """The file object as the API shows it. Only ready files are shown, and OpenAI's
+        (deprecated, still required) `status` calls those "processed"."""
+        return {**{k: getattr(self, k) for k in _PUBLIC}, "status": "processed"}
 
     def with_collection(self, name: str, state: Ingestion, **changes: Any) -> FileRecord:
         collections = dict(self.collections)

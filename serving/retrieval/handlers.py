@@ -91,7 +91,11 @@ async def upload_file(request: web.Request, state: ServerState) -> web.Response:
 
 async def list_files(request: web.Request, state: ServerState) -> web.Response:
     records = await off_loop(service(state).files.list)
-    return web.json_response({"object": "list", "data": [r.to_dict() for r in records]})
+    # OpenAI's list shape; every file comes in one page.
+    return web.json_response({"object": "list", "data": [r.to_dict() for r in records],
+                              "first_id": records[0].id if records else None,
+                              "last_id": records[-1].id if records else None,
+                              "has_more": False})
 
 
 async def get_file(request: web.Request, state: ServerState) -> web.Response:

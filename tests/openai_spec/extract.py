@@ -19,7 +19,8 @@ import yaml
 
 # (path, method) of the operations the server implements with OpenAI's shapes.
 OPERATIONS = [("/chat/completions", "post"), ("/completions", "post"), ("/embeddings", "post"),
-              ("/models", "get"), ("/models/{model}", "get")]
+              ("/models", "get"), ("/models/{model}", "get"), ("/files", "get"),
+              ("/files", "post"), ("/files/{file_id}", "get"), ("/files/{file_id}", "delete")]
 EXTRA_SCHEMAS = ["ErrorResponse"]  # every error body
 PROSE = {"description", "example", "examples", "x-oaiMeta", "title", "summary"}
 

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine import AsyncEngine
 from tests.serving.conftest import HELLO, MODEL, Api, assert_error
+from tests.serving.embedding_support import close_all, make_state_api
 from tests.serving.openai_schema import check, check_completion_chunk, check_error
+from tests.serving.test_retrieval_errors import DOC, post_form
 
 STREAM = "text/event-stream"
 
@@ -142,3 +146,24 @@ async def test_system_fingerprint_is_stable_and_names_the_backend(api: Api) -> N
               system_fingerprint(core.config.model, "bfloat16", "bfloat16"),
               system_fingerprint(core.config.model, core.config.dtype, "int8")}
     assert fp not in others and len(others) == 3
+
+
+async def test_files(aiohttp_client: Any, engine: AsyncEngine, tiny_bert_dir: Path,
+                     tmp_path: Path) -> None:
+    """The file operations (retrieval's store): upload, list, get, delete."""
+    api, closers = await make_state_api(aiohttp_client, engine, tiny_bert_dir,
+                                        data_dir=tmp_path / "data")
+    try:
+        up = await post_form(api, "/v1/files", ("doc.txt", DOC))
+        assert up.status == 200, up.text
+        check(up.json, "/files")
+        listed = await api.get("/v1/files")
+        assert [f["id"] for f in listed.json["data"]] == [up.json["id"]]
+        check(listed.json, "/files", "get")
+        one = await api.get(f"/v1/files/{up.json['id']}")
+        check(one.json, "/files/{file_id}", "get")
+        gone = await api.request("DELETE", f"/v1/files/{up.json['id']}")
+        assert gone.status == 200, gone.text
+        check(gone.json, "/files/{file_id}", "delete")
+    finally:
+        await close_all(closers)
