@@ -7,6 +7,14 @@ budget and blocks last. A long prompt is cut into chunks across steps (chunked p
 When blocks run out, the newest running sequence is preempted: its blocks are freed and it
 goes back to the head of the queue to recompute prompt + output later (same tokens, since
 its random stream is its own).
+
+Speculative decoding (`num_speculative_tokens` > 0): a running sequence whose next step is a
+plain decode may carry up to that many n-gram draft tokens (engine/core/ngram.py). They are
+computed together with its last token, each budgeted as one batched token and given KV
+slots like any other; after verification the accepted ones stay, and the blocks that held
+only rejected ones go back to the pool. Drafts never cost another sequence its place: they
+are cut to leave one token of budget and one free block for each running sequence after
+this one, and dropped when the blocks are not free.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from engine.core.block_manager import BlockCopy, BlockManager, NoFreeBlocks, RegisterProgress
+from engine.core.ngram import NgramIndex, propose
 from engine.core.request import Request, SequenceState, SequenceStatus
 from engine.errors import InvalidRequest
 
@@ -26,17 +35,26 @@ class SchedulerConfig:
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 2048
     enable_chunked_prefill: bool = True
+    num_speculative_tokens: int = 0  # n-gram draft tokens per decoding sequence (0: off)
 
     def __post_init__(self) -> None:
         for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.num_speculative_tokens < 0:
+            raise ValueError(
+                f"num_speculative_tokens must be >= 0, got {self.num_speculative_tokens}")
 
 
 @dataclass
 class ScheduledSequence:
     seq: SequenceState
-    num_new_tokens: int
+    num_new_tokens: int  # the draft tokens included
+    # Speculative draft tokens computed after the sequence's last token (then
+    # num_new_tokens == 1 + len(draft_token_ids)); verified after the forward.
+    draft_token_ids: list[int] = field(default_factory=list)
+    num_accepted: int = 0  # after a verification: drafts the model agreed with
+    num_emitted: int = 0  # ... and tokens appended (accepted, then the model's; a stop cuts)
 
     @property
     def start_pos(self) -> int:
@@ -45,7 +63,8 @@ class ScheduledSequence:
     @property
     def completes(self) -> bool:
         """Whether this step reaches the sequence's last token, so it samples a new one."""
-        return self.seq.num_computed_tokens + self.num_new_tokens == self.seq.num_tokens
+        num_real = self.num_new_tokens - len(self.draft_token_ids)
+        return self.seq.num_computed_tokens + num_real == self.seq.num_tokens
 
 
 @dataclass
@@ -123,6 +142,13 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
+            later = len(self.running) - i - 1  # each still needs a token and maybe a block
+            drafts = self._drafts(seq, budget - later)
+            if drafts and self._allocate_drafts(seq, len(drafts), later, out):
+                out.scheduled.append(ScheduledSequence(seq, 1 + len(drafts), drafts))
+                budget -= 1 + len(drafts)
+                i += 1
+                continue
             num_new = self._chunk(seq, seq.num_computed_tokens, budget)
             if num_new == 0:
                 i += 1
@@ -133,6 +159,36 @@ class Scheduler:
             budget -= num_new
             i += 1
         return budget
+
+    def _drafts(self, seq: SequenceState, budget: int) -> list[int]:
+        """N-gram drafts for a sequence about to decode, within `budget` tokens in all, the
+        output it may still produce and the context; [] when it does not speculate
+        (guided decoding: its grammar would have to follow the drafts)."""
+        k = self.config.num_speculative_tokens
+        if (k == 0 or not seq.output_token_ids or seq.grammar is not None
+                or seq.num_computed_tokens != seq.num_tokens - 1):
+            return []
+        # The step appends up to drafts + 1 tokens: no draft past max_tokens or the context.
+        limit = min(k, budget - 1, self.config.max_model_len - seq.num_tokens - 1)
+        if seq.params.max_tokens is not None:
+            limit = min(limit, seq.params.max_tokens - len(seq.output_token_ids) - 1)
+        if limit <= 0:
+            return []
+        if seq.ngram_index is None:
+            seq.ngram_index = NgramIndex()
+        return propose(seq.tokens, seq.ngram_index, limit)
+
+    def _allocate_drafts(self, seq: SequenceState, num_drafts: int, later: int,
+                         out: SchedulerOutput) -> bool:
+        """Slots for the last token and its drafts, if that leaves a free block for each
+        running sequence after this one; False (nothing taken) otherwise."""
+        num_new = 1 + num_drafts
+        needed = self.bm.slots_needed(seq.block_table, seq.num_computed_tokens, num_new)
+        if needed + later > self.bm.num_free_blocks:
+            return False
+        out.blocks_to_copy += self.bm.allocate_slots(seq.block_table, seq.num_computed_tokens,
+                                                     num_new)
+        return True
 
     def _allocate_or_preempt(self, seq: SequenceState, num_new: int, out: SchedulerOutput) -> bool:
         while True:
@@ -204,11 +260,16 @@ class Scheduler:
         """Advance computed counts, append sampled tokens (forking parallel samples), stop.
 
         `sampled[seq]` holds one token, or for a request's first sequence finishing its
-        prompt, one token per sample. Returns every sequence that got a new token.
+        prompt, one token per sample, or for a sequence that verified drafts, the accepted
+        drafts and the model's next token. Returns every sequence that got new tokens.
         """
         updated: list[SequenceState] = []
         for item in out.scheduled:
             seq = item.seq
+            if item.draft_token_ids:
+                self._accept(item, sampled[seq], eos_token_ids)
+                updated.append(seq)
+                continue
             seq.num_computed_tokens += item.num_new_tokens
             self.bm.register_full_blocks(seq.block_table, seq.tokens, seq.num_computed_tokens,
                                          seq.register_progress)
@@ -225,6 +286,26 @@ class Scheduler:
                 if target.check_stop(eos_token_ids, self.config.max_model_len):
                     self._release(target)
         return updated
+
+    def _accept(self, item: ScheduledSequence, tokens: list[int],
+                 eos_token_ids: frozenset[int]) -> None:
+        """Append a verified run of tokens up to the first that ends the sequence (what
+        follows it is dropped); keep the K/V of the accepted drafts, free the rest."""
+        seq = item.seq
+        for token in tokens:
+            seq.output_token_ids.append(token)
+            item.num_emitted += 1
+            if seq.check_stop(eos_token_ids, self.config.max_model_len):
+                break
+        # Valid K/V now: the old last token and the drafts that were kept; the slots of the
+        # rejected ones are rewritten when their positions are computed for real.
+        seq.num_computed_tokens += item.num_emitted
+        self.bm.register_full_blocks(seq.block_table, seq.tokens, seq.num_computed_tokens,
+                                     seq.register_progress)
+        if seq.status.finished:
+            self._release(seq)
+        else:
+            self.bm.truncate(seq.block_table, seq.num_tokens)
 
     def _fork(self, leader: SequenceState) -> list[SequenceState]:
         """The request's other samples share the leader's prompt blocks from now on."""
