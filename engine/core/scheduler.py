@@ -8,13 +8,13 @@ When blocks run out, the newest running sequence is preempted: its blocks are fr
 goes back to the head of the queue to recompute prompt + output later (same tokens, since
 its random stream is its own).
 
-Speculative decoding (`num_speculative_tokens` > 0): a running sequence whose next step is a
-plain decode may carry up to that many n-gram draft tokens (engine/core/ngram.py). They are
-computed together with its last token, each budgeted as one batched token and given KV
-slots like any other; after verification the accepted ones stay, and the blocks that held
-only rejected ones go back to the pool. Drafts never cost another sequence its place: they
-are cut to leave one token of budget and one free block for each running sequence after
-this one, and dropped when the blocks are not free.
+Speculative decoding (`num_speculative_tokens` > 0): once the step is planned, the budget it
+left over goes to n-gram draft tokens (engine/core/ngram.py) of its plain decodes, up to that
+many each, oldest first. Drafts are computed together with the sequence's last token, each
+budgeted as one batched token and given KV slots like any other; after verification the
+accepted ones stay and the blocks that held only rejected ones go back to the pool. So
+speculation never takes a token of budget the step would have used, and it takes a new
+block only while one stays free for each other running sequence.
 """
 
 from __future__ import annotations
@@ -120,7 +120,9 @@ class Scheduler:
         out = SchedulerOutput()
         budget = self._schedule_running(out, self.config.max_num_batched_tokens)
         if not out.preempted:  # memory is tight when we just preempted: admit nobody
-            self._schedule_waiting(out, budget)
+            budget = self._schedule_waiting(out, budget)
+            if self.config.num_speculative_tokens:
+                self._add_drafts(out, budget)
         return out
 
     def _chunk(self, seq: SequenceState, num_computed: int, budget: int) -> int:
@@ -142,13 +144,6 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
-            later = len(self.running) - i - 1  # each still needs a token and maybe a block
-            drafts = self._drafts(seq, budget - later)
-            if drafts and self._allocate_drafts(seq, len(drafts), later, out):
-                out.scheduled.append(ScheduledSequence(seq, 1 + len(drafts), drafts))
-                budget -= 1 + len(drafts)
-                i += 1
-                continue
             num_new = self._chunk(seq, seq.num_computed_tokens, budget)
             if num_new == 0:
                 i += 1
@@ -160,16 +155,40 @@ class Scheduler:
             i += 1
         return budget
 
+    def _add_drafts(self, out: SchedulerOutput, budget: int) -> None:
+        """Give the budget the step left over to n-gram drafts of its plain decodes (oldest
+        first), so speculation never takes a token or a block that the step would have
+        used otherwise."""
+        for item in out.scheduled:
+            if budget <= 0:
+                return
+            seq = item.seq
+            if item.num_new_tokens != 1 or not seq.output_token_ids or seq.grammar is not None:
+                continue  # a prefill chunk; guided: its grammar would have to follow drafts
+            drafts = self._drafts(seq, budget)
+            if not drafts:
+                continue
+            table, computed = seq.block_table, seq.num_computed_tokens
+            # Keep a free block for each other running sequence's next step; short of
+            # that, only the drafts that fit in the blocks the sequence already has.
+            needed = self.bm.slots_needed(table, computed, 1 + len(drafts))
+            if needed + len(self.running) - 1 > self.bm.num_free_blocks:
+                drafts = drafts[: len(table) * self.bm.block_size - computed - 1]
+                if not drafts:
+                    continue
+            out.blocks_to_copy += self.bm.allocate_slots(table, computed, 1 + len(drafts))
+            item.draft_token_ids = drafts
+            item.num_new_tokens = 1 + len(drafts)
+            budget -= len(drafts)
+
     def _drafts(self, seq: SequenceState, budget: int) -> list[int]:
-        """N-gram drafts for a sequence about to decode, within `budget` tokens in all, the
-        output it may still produce and the context; [] when it does not speculate
-        (guided decoding: its grammar would have to follow the drafts)."""
+        """Up to `budget` n-gram drafts for a sequence about to decode its last token,
+        within the output it may still produce and the context."""
         k = self.config.num_speculative_tokens
-        if (k == 0 or not seq.output_token_ids or seq.grammar is not None
-                or seq.num_computed_tokens != seq.num_tokens - 1):
+        if seq.num_computed_tokens != seq.num_tokens - 1:
             return []
         # The step appends up to drafts + 1 tokens: no draft past max_tokens or the context.
-        limit = min(k, budget - 1, self.config.max_model_len - seq.num_tokens - 1)
+        limit = min(k, budget, self.config.max_model_len - seq.num_tokens - 1)
         if seq.params.max_tokens is not None:
             limit = min(limit, seq.params.max_tokens - len(seq.output_token_ids) - 1)
         if limit <= 0:
@@ -177,18 +196,6 @@ class Scheduler:
         if seq.ngram_index is None:
             seq.ngram_index = NgramIndex()
         return propose(seq.tokens, seq.ngram_index, limit)
-
-    def _allocate_drafts(self, seq: SequenceState, num_drafts: int, later: int,
-                         out: SchedulerOutput) -> bool:
-        """Slots for the last token and its drafts, if that leaves a free block for each
-        running sequence after this one; False (nothing taken) otherwise."""
-        num_new = 1 + num_drafts
-        needed = self.bm.slots_needed(seq.block_table, seq.num_computed_tokens, num_new)
-        if needed + later > self.bm.num_free_blocks:
-            return False
-        out.blocks_to_copy += self.bm.allocate_slots(seq.block_table, seq.num_computed_tokens,
-                                                     num_new)
-        return True
 
     def _allocate_or_preempt(self, seq: SequenceState, num_new: int, out: SchedulerOutput) -> bool:
         while True:
@@ -212,7 +219,7 @@ class Scheduler:
         self.waiting.appendleft(seq)
         self.num_preemptions += 1
 
-    def _schedule_waiting(self, out: SchedulerOutput, budget: int) -> None:
+    def _schedule_waiting(self, out: SchedulerOutput, budget: int) -> int:
         while self.waiting and budget > 0:
             seq = self.waiting[0]
             if self.bm.blocks_for(seq.num_tokens + 1) > self.bm.num_blocks:
@@ -220,20 +227,20 @@ class Scheduler:
                 continue
             slots = 1 if seq.request.forked else seq.request.num_samples
             if self._slots_in_use() + slots > self.config.max_num_seqs:
-                return
+                return budget
             hits = self.bm.find_cached_prefix(seq.all_token_ids)
             # Even a full hit recomputes the last token: its logits are needed.
             num_cached = min(len(hits) * self.bm.block_size, seq.num_tokens - 1)
             num_new = self._chunk(seq, num_cached, budget)
             if num_new == 0:
-                return
+                return budget
             self.bm.take(hits)
             table = list(hits)
             try:
                 copies = self.bm.allocate_slots(table, num_cached, num_new)
             except NoFreeBlocks:
                 self.bm.free_table(table)
-                return
+                return budget
             self.waiting.popleft()
             seq.block_table, seq.num_computed_tokens = table, num_cached
             seq.status = SequenceStatus.RUNNING
@@ -243,6 +250,7 @@ class Scheduler:
             out.blocks_to_copy += copies
             out.scheduled.append(ScheduledSequence(seq, num_new))
             budget -= num_new
+        return budget
 
     def _drop_unfittable(self, seq: SequenceState, out: SchedulerOutput) -> None:
         self.waiting.popleft()

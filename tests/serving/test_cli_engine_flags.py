@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine import EngineConfig
-from serving.cli import parse_args
+from serving.cli import CLIError, parse_args
 
 
 def test_kernel_and_quantization_flags() -> None:
@@ -19,7 +19,8 @@ def test_kernel_and_quantization_flags() -> None:
 def test_absent_flags_keep_the_engine_defaults() -> None:
     config = parse_args(["--model", "m"]).models[0].config
     defaults = EngineConfig("m")
-    for field in ("quantization", "load_format", "kernel_backend", "enforce_eager"):
+    for field in ("quantization", "load_format", "kernel_backend", "enforce_eager",
+                  "speculative_ngram"):
         assert getattr(config, field) == getattr(defaults, field)
 
 
@@ -28,3 +29,9 @@ def test_unknown_quantization_is_refused(capsys: pytest.CaptureFixture[str]) -> 
         parse_args(["--model", "m", "--quantization", "int4"])
     assert exit_info.value.code == 2
     assert "fp8" in capsys.readouterr().err
+
+
+def test_speculative_ngram_flag() -> None:
+    assert parse_args(["--speculative-ngram", "4"]).models[0].config.speculative_ngram == 4
+    with pytest.raises(CLIError, match="speculative_ngram"):
+        parse_args(["--speculative-ngram", "-1"])
