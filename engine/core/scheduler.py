@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from engine.core.block_manager import BlockCopy, BlockManager, NoFreeBlocks, RegisterProgress
-from engine.core.ngram import NgramIndex, propose
+from engine.core.ngram import NGRAM_MIN, NgramIndex, propose
 from engine.core.request import Request, SequenceState, SequenceStatus
 from engine.errors import InvalidRequest
 
@@ -36,6 +36,7 @@ class SchedulerConfig:
     max_num_batched_tokens: int = 2048
     enable_chunked_prefill: bool = True
     num_speculative_tokens: int = 0  # n-gram draft tokens per decoding sequence (0: off)
+    ngram_min: int = NGRAM_MIN  # shortest suffix match that proposes drafts
 
     def __post_init__(self) -> None:
         for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
@@ -195,7 +196,7 @@ class Scheduler:
             return []
         if seq.ngram_index is None:
             seq.ngram_index = NgramIndex()
-        return propose(seq.tokens, seq.ngram_index, limit)
+        return propose(seq.tokens, seq.ngram_index, limit, min_n=self.config.ngram_min)
 
     def _allocate_or_preempt(self, seq: SequenceState, num_new: int, out: SchedulerOutput) -> bool:
         while True:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import random
 
-from engine.core.ngram import NgramIndex, propose
+import pytest
+
+from engine.core.ngram import NGRAM_MIN, NgramIndex, propose
 from engine.core.request import TokenView
 
 
@@ -12,7 +14,7 @@ def drafts(tokens: list[int], k: int, **kw) -> list[int]:
     return propose(tokens, NgramIndex(), k, **kw)
 
 
-def brute_force(tokens: list[int], k: int, max_n: int = 3, min_n: int = 1) -> list[int]:
+def brute_force(tokens: list[int], k: int, max_n: int = 3, min_n: int = NGRAM_MIN) -> list[int]:
     """The definition, spelled out: longest suffix first, most recent earlier occurrence."""
     last = len(tokens) - 1
     for n in range(min(max_n, len(tokens)), min_n - 1, -1):
@@ -59,12 +61,13 @@ def test_at_most_k_tokens() -> None:
     assert drafts([1, 2, 3, 4, 5, 6, 1, 2], 3) == [3, 4, 5]
 
 
-def test_matches_the_definition_on_random_sequences() -> None:
-    rng = random.Random(0)
+@pytest.mark.parametrize("min_n", [1, 2, 3])
+def test_matches_the_definition_on_random_sequences(min_n: int) -> None:
+    rng = random.Random(min_n)
     for _ in range(300):
         tokens = [rng.randrange(4) for _ in range(rng.randint(1, 30))]
         k = rng.randint(1, 6)
-        assert drafts(tokens, k) == brute_force(tokens, k), tokens
+        assert drafts(tokens, k, min_n=min_n) == brute_force(tokens, k, min_n=min_n), tokens
 
 
 def test_index_kept_across_a_growing_sequence() -> None:
