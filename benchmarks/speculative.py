@@ -6,12 +6,13 @@ Three chat prompts on the real model: one whose answer copies its input ("repeat
 text"), one that summarises an article (the answer reuses its phrases), and free generation
 (a story). Each runs greedy to its natural end (at most --max-tokens) with speculation off
 and with each K. With float weights the output is the same either way (checked). int8
-rounds activations per GEMM call, so a verification row's logits can differ in the last
-bits from those of a one-row step, and greedy can take the other side of a near-tie: the
-first differing token is reported. Per prompt and K: output tokens/s end to end (prompt
+quantizes a one-row call's activations differently from a several-row call's (logits
+differ by about 0.1), so greedy can take the other side of a near-tie: the first differing
+token is reported. Per prompt and K: output tokens/s end to end (prompt
 included) and for the decode alone (the prefill's time, measured apart, taken off), the
 acceptance rate (accepted / proposed draft tokens), accepted drafts per verifying step, and
-tokens per engine step. Prefix caching is off so that every repeat computes its prompt again.
+tokens per engine step. Prefix caching is off so that every repeat computes its prompt again;
+the repeats of all K are interleaved, so a busy machine's drift falls on all of them alike.
 """
 
 from __future__ import annotations
@@ -59,14 +60,10 @@ def run_once(llm: LLM, messages: list[dict[str, str]], max_tokens: int
     return elapsed, out.outputs[0].token_ids, counts
 
 
-def measure(llm: LLM, prompt: str, max_tokens: int, repeats: int) -> dict[str, Any]:
-    messages = [{"role": "user", "content": prompt}]
-    run_once(llm, messages, 4)  # warm-up
-    prefill = statistics.median(run_once(llm, messages, 1)[0] for _ in range(repeats))
-    runs = [run_once(llm, messages, max_tokens) for _ in range(repeats)]
+def summarise_runs(runs: list[tuple[float, list[int], dict[str, int]]], prefill: float
+                   ) -> dict[str, Any]:
     elapsed = statistics.median(r[0] for r in runs)
-    tokens = runs[0][1]
-    counts = runs[0][2]
+    tokens, counts = runs[0][1], runs[0][2]
     drafts, accepted = counts["spec_draft_tokens"], counts["spec_accepted_tokens"]
     return {
         "output_tokens": len(tokens),
@@ -85,6 +82,22 @@ def measure(llm: LLM, prompt: str, max_tokens: int, repeats: int) -> dict[str, A
     }
 
 
+def measure(engines: dict[int, LLM], prompt: str, max_tokens: int, repeats: int
+            ) -> dict[str, dict[str, Any]]:
+    """Every K on one prompt, the repeats interleaved (k = 0, 4, 8, 0, 4, 8, ...) so that
+    the load of a shared machine drifts over all of them alike."""
+    messages = [{"role": "user", "content": prompt}]
+    prefill: dict[int, list[float]] = {k: [] for k in engines}
+    runs: dict[int, list] = {k: [] for k in engines}
+    for llm in engines.values():
+        run_once(llm, messages, 4)  # warm-up
+    for _ in range(repeats):
+        for k, llm in engines.items():
+            prefill[k].append(run_once(llm, messages, 1)[0])
+            runs[k].append(run_once(llm, messages, max_tokens))
+    return {str(k): summarise_runs(runs[k], statistics.median(prefill[k])) for k in engines}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawTextHelpFormatter)
@@ -100,13 +113,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    results: dict[str, dict[str, Any]] = {name: {} for name in PROMPTS}
-    for k in [0, *(k for k in args.k if k > 0)]:
-        llm = LLM(args.model, speculative_ngram=k, enable_prefix_caching=False, max_num_seqs=1,
-                  quantization=args.quantization)
-        for name, prompt in PROMPTS.items():
-            results[name][str(k)] = measure(llm, prompt, args.max_tokens, args.repeats)
-        del llm
+    engines = {k: LLM(args.model, speculative_ngram=k, enable_prefix_caching=False,
+                      max_num_seqs=1, kv_cache_bytes=64 << 20, quantization=args.quantization)
+               for k in [0, *(k for k in args.k if k > 0)]}
+    results = {name: measure(engines, prompt, args.max_tokens, args.repeats)
+               for name, prompt in PROMPTS.items()}
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load average {os.getloadavg()[0]:.2f}")
