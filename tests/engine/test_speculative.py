@@ -85,6 +85,7 @@ def test_greedy_is_unchanged_and_drafts_are_accepted(plain: LLM, spec: LLM) -> N
     generated = after.generated_tokens - before.generated_tokens
     assert generated == sum(len(e) for e in expected)
     assert accepted > generated // 3 and proposed >= accepted
+    assert after.spec_acceptance_rate == after.spec_accepted_tokens / after.spec_draft_tokens
     # Fewer steps than tokens per sequence: accepted drafts came several per step.
     assert after.steps - before.steps < max(len(e) for e in expected)
     assert_all_blocks_free(core)
