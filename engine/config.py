@@ -190,6 +190,9 @@ class EngineConfig:
     kernel_backend: str = "auto"
     # CUDA graphs for decode steps (CUDA + Triton only); True turns them off.
     enforce_eager: bool = False
+    # Speculative decoding by prompt lookup: up to this many n-gram draft tokens per
+    # decoding sequence, verified in the same forward (None or 0: off).
+    speculative_ngram: int | None = None
 
     def __post_init__(self) -> None:
         parse_dtype(self.dtype)
@@ -200,6 +203,9 @@ class EngineConfig:
         for name in ("max_num_seqs", "max_num_batched_tokens"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        k = self.speculative_ngram
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
+            raise ValueError(f"speculative_ngram must be a non-negative integer, got {k!r}")
         if self.kv_cache_bytes is not None and self.kv_cache_bytes <= 0:
             raise ValueError(f"kv_cache_bytes must be positive, got {self.kv_cache_bytes}")
         choices = {"quantization": (None, "fp8", "int8", "none"), "load_format": ("auto", "dummy"),

@@ -21,8 +21,8 @@ import torch
 import kernels
 from engine.config import EngineConfig, parse_dtype
 from engine.core.block_manager import BlockManager
-from engine.core.request import Request, SequenceState, SequenceStatus
-from engine.core.scheduler import Scheduler, SchedulerConfig, SchedulerOutput
+from engine.core.request import Request, SequenceState, SequenceStatus, TokenView
+from engine.core.scheduler import ScheduledSequence, Scheduler, SchedulerConfig, SchedulerOutput
 from engine.embedding.decoder_pooling import embed_with_decoder, tokenize_for_decoder
 from engine.embedding.pooling import PoolingConfig
 from engine.embedding.sentence_encoder import EmbedInput
@@ -34,6 +34,7 @@ from engine.worker.kernel_backend import select_ops, uses_cuda_graphs
 from engine.worker.kv_budget import num_kv_blocks
 from engine.worker.model_runner import ModelRunner, SequenceChunk
 from engine.worker.sampler import Sampler, SamplingMetadata, TokenLogprobs
+from engine.worker.spec_verify import DraftCheck, verify_drafts
 
 if TYPE_CHECKING:  # xgrammar is imported on the first guided request only
     from xgrammar import CompiledGrammar
@@ -79,6 +80,9 @@ class EngineStats:
     computed_tokens: int = 0  # tokens run through the model (prompt chunks, recomputes, decodes)
     cached_prompt_tokens: int = 0  # prompt tokens served by the prefix cache
     generated_tokens: int = 0
+    spec_draft_tokens: int = 0  # n-gram draft tokens proposed and verified
+    spec_accepted_tokens: int = 0  # of those, kept (the model agreed)
+    spec_verifications: int = 0  # sequence-steps that verified drafts
 
 
 @dataclass(frozen=True)
@@ -94,10 +98,18 @@ class EngineSnapshot:
     computed_tokens: int
     cached_prompt_tokens: int
     generated_tokens: int
+    spec_draft_tokens: int = 0
+    spec_accepted_tokens: int = 0
+    spec_verifications: int = 0
 
     @property
     def kv_cache_usage(self) -> float:
         return 1.0 - self.kv_blocks_free / self.kv_blocks
+
+    @property
+    def spec_acceptance_rate(self) -> float | None:
+        """Accepted / proposed draft tokens; None before any was proposed."""
+        return self.spec_accepted_tokens / self.spec_draft_tokens if self.spec_draft_tokens else None
 
 
 @dataclass(frozen=True)
@@ -155,7 +167,8 @@ class EngineCore:
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(
             SchedulerConfig(self.max_model_len, config.max_num_seqs,
-                            config.max_num_batched_tokens, config.enable_chunked_prefill),
+                            config.max_num_batched_tokens, config.enable_chunked_prefill,
+                            config.speculative_ngram or 0),
             self.block_manager,
         )
         self.sampler = Sampler(config.seed)
@@ -285,28 +298,44 @@ class EngineCore:
         if not sched.scheduled:
             return []
         self.runner.copy_blocks(sched.blocks_to_copy)
-        chunks = [
-            SequenceChunk(
-                s.seq.tokens[s.start_pos : s.start_pos + s.num_new_tokens],
-                s.start_pos, s.seq.block_table,
-            )
-            for s in sched.scheduled
-        ]
+        chunks = [self._chunk(s) for s in sched.scheduled]
         logits = self.runner.execute(chunks)
         sampled, logprobs = self._sample(sched, logits)
         updated = self.scheduler.update_from_output(sched, sampled, self.eos_token_ids)
-        self.stats.steps += 1
-        self.stats.computed_tokens += sched.num_batched_tokens
-        self.stats.generated_tokens += len(updated)
+        emitted = {s.seq: s.num_emitted for s in sched.scheduled if s.draft_token_ids}
+        self._count(sched, updated, emitted)
         updates = []
         for seq in updated:
             if seq.grammar is not None:
                 self._advance_grammar(seq)
-            entry = logprobs.get(seq)
-            updates.append(self._update(seq, 1, [entry] if entry is not None else None))
+            num_new = emitted.get(seq, 1)
+            entries = logprobs.get(seq)
+            updates.append(self._update(seq, num_new, entries[:num_new] if entries else None))
         for req in {seq.request for seq in updated}:
             self._forget_if_finished(req)
         return updates
+
+    @staticmethod
+    def _chunk(item: ScheduledSequence) -> SequenceChunk:
+        seq, drafts = item.seq, item.draft_token_ids
+        if not drafts:
+            return SequenceChunk(seq.tokens[item.start_pos : item.start_pos + item.num_new_tokens],
+                                 item.start_pos, seq.block_table)
+        # The last token and its drafts, each with its logits (verification).
+        return SequenceChunk([seq.tokens[item.start_pos], *drafts], item.start_pos,
+                             seq.block_table, all_logits=True)
+
+    def _count(self, sched: SchedulerOutput, updated: list[SequenceState],
+               emitted: dict[SequenceState, int]) -> None:
+        stats = self.stats
+        stats.steps += 1
+        stats.computed_tokens += sched.num_batched_tokens
+        stats.generated_tokens += sum(emitted.get(seq, 1) for seq in updated)
+        for item in sched.scheduled:
+            if item.draft_token_ids:
+                stats.spec_verifications += 1
+                stats.spec_draft_tokens += len(item.draft_token_ids)
+                stats.spec_accepted_tokens += item.num_accepted
 
     def _update(self, seq: SequenceState, num_new: int,
                 logprobs: list[TokenLogprobs] | None) -> SequenceUpdate:
@@ -321,32 +350,52 @@ class EngineCore:
 
     def _sample(
         self, sched: SchedulerOutput, logits: torch.Tensor
-    ) -> tuple[dict[SequenceState, list[int]], dict[SequenceState, TokenLogprobs | None]]:
-        """One sampler row per sequence that reached its last token; a request's first
-        prompt gets a row per sample (they share its logits and fork)."""
+    ) -> tuple[dict[SequenceState, list[int]], dict[SequenceState, list[TokenLogprobs] | None]]:
+        """New tokens per sequence: one sampler row per sequence that reached its last
+        token (a request's first prompt gets a row per sample: they share its logits and
+        fork), and the verified run of a sequence with drafts. `logits` has one row per
+        chunk, d + 1 for a chunk with d drafts."""
         rows: list[int] = []
         seqs: list[SequenceState] = []
-        for i, item in enumerate(sched.scheduled):
-            if not item.completes:
-                continue
-            req = item.seq.request
-            group = req.seqs if not req.forked else [item.seq]
-            rows.extend([i] * len(group))
-            seqs.extend(group)
-        if not seqs:
-            return {}, {}
-        grammars = [s.grammar for s in seqs]
-        meta = SamplingMetadata(
-            [s.params for s in seqs], [s.prompt_token_ids for s in seqs],
-            [s.output_token_ids for s in seqs], [s.generator for s in seqs], self.eos_token_ids,
-            grammars if any(g is not None for g in grammars) else None,
-        )
-        out = self.sampler(logits[torch.tensor(rows, device=logits.device)], meta)
+        checks: list[DraftCheck] = []
+        check_items: list[ScheduledSequence] = []
+        row = 0
+        for item in sched.scheduled:
+            seq, drafts = item.seq, item.draft_token_ids
+            if drafts:
+                outputs: list = [seq.output_token_ids]
+                outputs += [TokenView(seq.output_token_ids, drafts[:j])
+                            for j in range(1, len(drafts) + 1)]
+                checks.append(DraftCheck(seq.params, seq.prompt_token_ids, outputs,
+                                         seq.generator, drafts, row))
+                check_items.append(item)
+            elif item.completes:
+                req = seq.request
+                group = req.seqs if not req.forked else [seq]
+                rows.extend([row] * len(group))
+                seqs.extend(group)
+            row += 1 + len(drafts)
         sampled: dict[SequenceState, list[int]] = {}
-        for seq, token in zip(seqs, out.token_ids, strict=True):
-            leader = seq.request.seqs[0] if not seq.request.forked else seq
-            sampled.setdefault(leader, []).append(token)
-        return sampled, dict(zip(seqs, out.logprobs, strict=True))
+        logprobs: dict[SequenceState, list[TokenLogprobs] | None] = {}
+        if seqs:
+            grammars = [s.grammar for s in seqs]
+            meta = SamplingMetadata(
+                [s.params for s in seqs], [s.prompt_token_ids for s in seqs],
+                [s.output_token_ids for s in seqs], [s.generator for s in seqs],
+                self.eos_token_ids, grammars if any(g is not None for g in grammars) else None,
+            )
+            out = self.sampler(logits[torch.tensor(rows, device=logits.device)], meta)
+            for seq, token, entry in zip(seqs, out.token_ids, out.logprobs, strict=True):
+                leader = seq.request.seqs[0] if not seq.request.forked else seq
+                sampled.setdefault(leader, []).append(token)
+                logprobs[seq] = [entry] if entry is not None else None
+        if checks:
+            for item, result in zip(check_items, verify_drafts(logits, checks, self.eos_token_ids),
+                                    strict=True):
+                item.num_accepted = len(result.token_ids) - 1
+                sampled[item.seq] = result.token_ids
+                logprobs[item.seq] = result.logprobs
+        return sampled, logprobs
 
     def _advance_grammar(self, seq: SequenceState) -> None:
         """Feed the new token to the sequence's grammar; a terminated grammar ends it."""

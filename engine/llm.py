@@ -27,7 +27,8 @@ class LLM:
 
     `model` is a registered short name (see `python -m weights.fetch`), an HF-style folder,
     or a .gguf file. Keyword arguments are EngineConfig fields (max_model_len, max_num_seqs,
-    max_num_batched_tokens, enable_chunked_prefill, enable_prefix_caching, kv_cache_bytes, ...).
+    max_num_batched_tokens, enable_chunked_prefill, enable_prefix_caching, kv_cache_bytes,
+    speculative_ngram, ...).
     All prompts of one call are batched together by the engine's scheduler.
     """
 

@@ -123,7 +123,7 @@ class OutputProcessor:
             touched[u.request_id] = req
             req.num_cached_tokens = u.num_cached_tokens
             sample = req.samples[u.index]
-            if sample.finish_reason is None and self._apply(sample, u):
+            if sample.finish_reason is None and self._apply(sample, u, bool(req.params.stop)):
                 stopped.append((u.request_id, u.index))
         outputs = []
         for req in touched.values():
@@ -136,23 +136,33 @@ class OutputProcessor:
 
     # ---- one sequence --------------------------------------------------------------------
 
-    def _apply(self, sample: _Sample, u: SequenceUpdate) -> bool:
+    def _apply(self, sample: _Sample, u: SequenceUpdate, has_stop_strings: bool) -> bool:
         """Fold one update into its sample; True if a stop string ended it here."""
         sample.changed = True
-        sample.token_ids.extend(u.new_token_ids)
-        sample.new_tokens += len(u.new_token_ids)
-        for entry in u.new_logprobs or ():
+        ids, entries = u.new_token_ids, u.new_logprobs
+        text_ids = ids
+        if u.finish_reason == "stop" and ids:
+            # The core stops on EOS, a stop token id or a finished grammar (stop strings are
+            # found here): that token's text never reaches the output.
+            text_ids = ids[:-1]
+        detok = sample.detokenizer
+        if has_stop_strings and len(text_ids) > 1:
+            # Several tokens in one step (speculative decoding): a stop string may end at
+            # any of them, and the tokens after it are no part of the output.
+            for n, token in enumerate(text_ids, 1):
+                self._release(sample, detok.step([token]))
+                if detok.stop_reason is not None:
+                    ids, entries = ids[:n], entries[:n] if entries else entries
+                    break
+        else:
+            self._release(sample, detok.step(text_ids))
+        sample.token_ids.extend(ids)
+        sample.new_tokens += len(ids)
+        for entry in entries or ():
             sample.cumulative_logprob += entry.logprob
             if sample.logprobs is not None:
                 sample.logprobs.append(self._position_logprobs(entry))
                 sample.new_logprobs += 1
-        ids = u.new_token_ids
-        if u.finish_reason == "stop" and ids:
-            # The core stops on EOS, a stop token id or a finished grammar (stop strings are
-            # found here): that token's text never reaches the output.
-            ids = ids[:-1]
-        detok = sample.detokenizer
-        self._release(sample, detok.step(ids))
         if detok.stop_reason is not None:
             sample.finish_reason, sample.stop_reason = "stop", detok.stop_reason
             return True

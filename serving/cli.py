@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: Triton kernels on CUDA, the torch reference elsewhere")
     e.add_argument("--enforce-eager", action="store_true", default=None,
                    help="no CUDA graphs for decode steps")
+    e.add_argument("--speculative-ngram", type=int, metavar="K",
+                   help="speculative decoding by prompt lookup: up to K n-gram draft tokens "
+                        "per decoding sequence, verified in one forward (0: off)")
     s = p.add_argument_group("server")
     s.add_argument("--fallback", action="append", default=[], metavar="SHORT=LONG",
                    help="prompts longer than SHORT's context go to LONG (served names)")
@@ -171,7 +174,7 @@ def embedding_plan(args: argparse.Namespace, specs: list[ModelSpec]
 
 ENGINE_FLAGS = ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "dtype", "device",
                 "kv_cache_bytes", "gpu_memory_utilization", "seed", "quantization", "load_format",
-                "kernel_backend", "enforce_eager")
+                "kernel_backend", "enforce_eager", "speculative_ngram")
 
 
 def engine_config(model: str, args: argparse.Namespace) -> EngineConfig:

@@ -16,19 +16,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
-from engine import AsyncEngine
 from serving.request_keys import MODEL, TOKEN_TIMES, TTFT_S, USAGE
 from serving.state import ServerState
 
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 60.0)
 TPOT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-
-
-def engine_load(engine: AsyncEngine) -> tuple[int, int, float]:
-    """(running, waiting, KV cache usage in [0, 1]) of one engine."""
-    stats = engine.stats()
-    return stats.num_running, stats.num_waiting, stats.kv_cache_usage
 
 
 class ServerMetrics:
@@ -50,6 +43,13 @@ class ServerMetrics:
                              ["model"], registry=r)
         self.kv_usage = Gauge("engine_kv_cache_usage_ratio", "Fraction of KV blocks in use",
                               ["model"], registry=r)
+        # Totals since start, read from the engine at scrape time (speculative decoding).
+        self.spec_drafts = Gauge("engine_spec_decode_draft_tokens",
+                                 "N-gram draft tokens proposed and verified since start",
+                                 ["model"], registry=r)
+        self.spec_accepted = Gauge("engine_spec_decode_accepted_tokens",
+                                   "Draft tokens the model accepted since start",
+                                   ["model"], registry=r)
         self.ttft = Histogram("engine_time_to_first_token_seconds", "Time to first token",
                               ["model"], buckets=TTFT_BUCKETS, registry=r)
         self.tpot = Histogram("engine_time_per_output_token_seconds",
@@ -74,10 +74,12 @@ class ServerMetrics:
 
     def refresh(self, state: ServerState) -> None:
         for served in state.models:
-            running, waiting, usage = engine_load(served.engine)
-            self.running.labels(served.name).set(running)
-            self.waiting.labels(served.name).set(waiting)
-            self.kv_usage.labels(served.name).set(usage)
+            stats = served.engine.stats()
+            self.running.labels(served.name).set(stats.num_running)
+            self.waiting.labels(served.name).set(stats.num_waiting)
+            self.kv_usage.labels(served.name).set(stats.kv_cache_usage)
+            self.spec_drafts.labels(served.name).set(stats.spec_draft_tokens)
+            self.spec_accepted.labels(served.name).set(stats.spec_accepted_tokens)
 
     def render(self, state: ServerState) -> web.Response:
         self.refresh(state)

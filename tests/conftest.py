@@ -116,6 +116,28 @@ def tiny_llama(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     return make_tiny_llama(tmp_path_factory.mktemp(f"tiny-{request.param}"), request.param)
 
 
+def make_repetitive_llama(folder: Path) -> Path:
+    """The llama31 tiny model with its layers' outputs (o_proj, down_proj) scaled to a tenth:
+    the next token depends mostly on the current one, so greedy output falls into loops
+    that n-gram drafts predict (speculative decoding gets drafts accepted), while attention
+    over the context still matters."""
+    from safetensors.torch import load_file, save_file
+
+    make_tiny_llama(folder, "llama31")
+    for shard in folder.glob("*.safetensors"):
+        weights = load_file(shard)
+        for name in weights:
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                weights[name] = weights[name] * 0.1
+        save_file(weights, shard, metadata={"format": "pt"})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def repetitive_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_repetitive_llama(tmp_path_factory.mktemp("tiny-repetitive"))
+
+
 def smollm2_path() -> Path:
     env = os.environ.get("ENGINE_SMOLLM2_GGUF")
     if env:

@@ -183,6 +183,16 @@ class BlockManager:
         self.take(table)
         return list(table)
 
+    def truncate(self, table: list[int], num_tokens: int) -> None:
+        """Give back the blocks of `table` past those `num_tokens` positions need (blocks
+        that only held rejected draft tokens). They were never full of computed tokens, so
+        they were never offered to the prefix cache."""
+        keep = self.blocks_for(num_tokens)
+        if len(table) > keep:
+            tail = table[keep:]
+            del table[keep:]
+            self.free_table(tail)
+
     def free_table(self, table: list[int]) -> None:
         """Drop one owner from each block; last blocks first so prefixes are evicted last."""
         for block_id in reversed(table):

@@ -9,11 +9,14 @@ sharing its KV blocks.
 from __future__ import annotations
 
 import enum
+import itertools
 from collections import abc
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.core.block_manager import RegisterProgress
+from engine.core.ngram import NgramIndex
 from engine.sampling_params import SamplingParams
 
 
@@ -45,6 +48,9 @@ class TokenView(abc.Sequence[int]):
 
     def __len__(self) -> int:
         return len(self._first) + len(self._second)
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.chain(self._first, self._second)
 
     def __getitem__(self, index: Any) -> Any:
         n = len(self._first)
@@ -78,6 +84,8 @@ class SequenceState:
     grammar: Any = None  # its GrammarState under guided decoding; dropped once finished
     # How far its blocks have been offered to the prefix cache (reset when they are freed).
     register_progress: RegisterProgress = field(default_factory=RegisterProgress)
+    # Where each of its tokens occurs, for n-gram drafts (made on its first proposal).
+    ngram_index: NgramIndex | None = None
 
     @property
     def prompt_token_ids(self) -> list[int]:

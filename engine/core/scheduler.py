@@ -9,6 +9,14 @@ goes back to the head of the queue to recompute prompt + output later (same toke
 its random stream is its own). Preemption never ends a sequence: admission refuses a
 request whose sequences could outgrow the whole pool, so each one fits alone, and the
 oldest running sequence always makes progress.
+
+Speculative decoding (`num_speculative_tokens` > 0): once the step is planned, the budget it
+left over goes to n-gram draft tokens (engine/core/ngram.py) of its plain decodes, up to that
+many each, oldest first. Drafts are computed together with the sequence's last token, each
+budgeted as one batched token and given KV slots like any other; after verification the
+accepted ones stay and the blocks that held only rejected ones go back to the pool. So
+speculation never takes a token of budget the step would have used, and it takes a new
+block only while one stays free for each other running sequence.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from engine.core.block_manager import BlockCopy, BlockManager, NoFreeBlocks, RegisterProgress
+from engine.core.ngram import NGRAM_MIN, NgramIndex, propose
 from engine.core.request import Request, SequenceState, SequenceStatus
 from engine.errors import InvalidRequest
 
@@ -33,17 +42,27 @@ class SchedulerConfig:
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 2048
     enable_chunked_prefill: bool = True
+    num_speculative_tokens: int = 0  # n-gram draft tokens per decoding sequence (0: off)
+    ngram_min: int = NGRAM_MIN  # shortest suffix match that proposes drafts
 
     def __post_init__(self) -> None:
         for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.num_speculative_tokens < 0:
+            raise ValueError(
+                f"num_speculative_tokens must be >= 0, got {self.num_speculative_tokens}")
 
 
 @dataclass
 class ScheduledSequence:
     seq: SequenceState
-    num_new_tokens: int
+    num_new_tokens: int  # the draft tokens included
+    # Speculative draft tokens computed after the sequence's last token (then
+    # num_new_tokens == 1 + len(draft_token_ids)); verified after the forward.
+    draft_token_ids: list[int] = field(default_factory=list)
+    num_accepted: int = 0  # after a verification: drafts the model agreed with
+    num_emitted: int = 0  # ... and tokens appended (accepted, then the model's; a stop cuts)
 
     @property
     def start_pos(self) -> int:
@@ -52,7 +71,8 @@ class ScheduledSequence:
     @property
     def completes(self) -> bool:
         """Whether this step reaches the sequence's last token, so it samples a new one."""
-        return self.seq.num_computed_tokens + self.num_new_tokens == self.seq.num_tokens
+        num_real = self.num_new_tokens - len(self.draft_token_ids)
+        return self.seq.num_computed_tokens + num_real == self.seq.num_tokens
 
 
 @dataclass
@@ -127,7 +147,9 @@ class Scheduler:
         out = SchedulerOutput()
         budget = self._schedule_running(out, self.config.max_num_batched_tokens)
         if not out.preempted:  # memory is tight when we just preempted: admit nobody
-            self._schedule_waiting(out, budget)
+            budget = self._schedule_waiting(out, budget)
+            if self.config.num_speculative_tokens:
+                self._add_drafts(out, budget)
         return out
 
     def _chunk(self, seq: SequenceState, num_computed: int, budget: int) -> int:
@@ -160,6 +182,48 @@ class Scheduler:
             i += 1
         return budget
 
+    def _add_drafts(self, out: SchedulerOutput, budget: int) -> None:
+        """Give the budget the step left over to n-gram drafts of its plain decodes (oldest
+        first), so speculation never takes a token or a block that the step would have
+        used otherwise."""
+        for item in out.scheduled:
+            if budget <= 0:
+                return
+            seq = item.seq
+            if item.num_new_tokens != 1 or not seq.output_token_ids or seq.grammar is not None:
+                continue  # a prefill chunk; guided: its grammar would have to follow drafts
+            drafts = self._drafts(seq, budget)
+            if not drafts:
+                continue
+            table, computed = seq.block_table, seq.num_computed_tokens
+            # Keep a free block for each other running sequence's next step; short of
+            # that, only the drafts that fit in the blocks the sequence already has.
+            needed = self.bm.slots_needed(table, computed, 1 + len(drafts))
+            if needed + len(self.running) - 1 > self.bm.num_free_blocks:
+                drafts = drafts[: len(table) * self.bm.block_size - computed - 1]
+                if not drafts:
+                    continue
+            out.blocks_to_copy += self.bm.allocate_slots(table, computed, 1 + len(drafts))
+            item.draft_token_ids = drafts
+            item.num_new_tokens = 1 + len(drafts)
+            budget -= len(drafts)
+
+    def _drafts(self, seq: SequenceState, budget: int) -> list[int]:
+        """Up to `budget` n-gram drafts for a sequence about to decode its last token,
+        within the output it may still produce and the context."""
+        k = self.config.num_speculative_tokens
+        if seq.num_computed_tokens != seq.num_tokens - 1:
+            return []
+        # The step appends up to drafts + 1 tokens: no draft past max_tokens or the context.
+        limit = min(k, budget, self.config.max_model_len - seq.num_tokens - 1)
+        if seq.params.max_tokens is not None:
+            limit = min(limit, seq.params.max_tokens - len(seq.output_token_ids) - 1)
+        if limit <= 0:
+            return []
+        if seq.ngram_index is None:
+            seq.ngram_index = NgramIndex()
+        return propose(seq.tokens, seq.ngram_index, limit, min_n=self.config.ngram_min)
+
     def _allocate_or_preempt(self, seq: SequenceState, num_new: int, out: SchedulerOutput) -> bool:
         while True:
             try:
@@ -182,7 +246,7 @@ class Scheduler:
         self.waiting.appendleft(seq)
         self.num_preemptions += 1
 
-    def _schedule_waiting(self, out: SchedulerOutput, budget: int) -> None:
+    def _schedule_waiting(self, out: SchedulerOutput, budget: int) -> int:
         while self.waiting and budget > 0:
             seq = self.waiting[0]
             if self.bm.blocks_for(seq.num_tokens + 1) > self.bm.num_blocks:
@@ -191,20 +255,20 @@ class Scheduler:
                                    f"({seq.num_tokens} tokens): admitted without a check")
             slots = 1 if seq.request.forked else seq.request.num_samples
             if self._slots_in_use() + slots > self.config.max_num_seqs:
-                return
+                return budget
             hits = self.bm.find_cached_prefix(seq.all_token_ids)
             # Even a full hit recomputes the last token: its logits are needed.
             num_cached = min(len(hits) * self.bm.block_size, seq.num_tokens - 1)
             num_new = self._chunk(seq, num_cached, budget)
             if num_new == 0:
-                return
+                return budget
             self.bm.take(hits)
             table = list(hits)
             try:
                 copies = self.bm.allocate_slots(table, num_cached, num_new)
             except NoFreeBlocks:
                 self.bm.free_table(table)
-                return
+                return budget
             self.waiting.popleft()
             seq.block_table, seq.num_computed_tokens = table, num_cached
             seq.status = SequenceStatus.RUNNING
@@ -214,6 +278,7 @@ class Scheduler:
             out.blocks_to_copy += copies
             out.scheduled.append(ScheduledSequence(seq, num_new))
             budget -= num_new
+        return budget
 
     # ---- after the step ------------------------------------------------------------------
 
@@ -226,11 +291,16 @@ class Scheduler:
         """Advance computed counts, append sampled tokens (forking parallel samples), stop.
 
         `sampled[seq]` holds one token, or for a request's first sequence finishing its
-        prompt, one token per sample. Returns every sequence that got a new token.
+        prompt, one token per sample, or for a sequence that verified drafts, the accepted
+        drafts and the model's next token. Returns every sequence that got new tokens.
         """
         updated: list[SequenceState] = []
         for item in out.scheduled:
             seq = item.seq
+            if item.draft_token_ids:
+                self._accept(item, sampled[seq], eos_token_ids)
+                updated.append(seq)
+                continue
             seq.num_computed_tokens += item.num_new_tokens
             self.bm.register_full_blocks(seq.block_table, seq.tokens, seq.num_computed_tokens,
                                          seq.register_progress)
@@ -247,6 +317,26 @@ class Scheduler:
                 if target.check_stop(eos_token_ids, self.config.max_model_len):
                     self._release(target)
         return updated
+
+    def _accept(self, item: ScheduledSequence, tokens: list[int],
+                 eos_token_ids: frozenset[int]) -> None:
+        """Append a verified run of tokens up to the first that ends the sequence (what
+        follows it is dropped); keep the K/V of the accepted drafts, free the rest."""
+        seq = item.seq
+        for token in tokens:
+            seq.output_token_ids.append(token)
+            item.num_emitted += 1
+            if seq.check_stop(eos_token_ids, self.config.max_model_len):
+                break
+        # Valid K/V now: the old last token and the drafts that were kept; the slots of the
+        # rejected ones are rewritten when their positions are computed for real.
+        seq.num_computed_tokens += item.num_emitted
+        self.bm.register_full_blocks(seq.block_table, seq.tokens, seq.num_computed_tokens,
+                                     seq.register_progress)
+        if seq.status.finished:
+            self._release(seq)
+        else:
+            self.bm.truncate(seq.block_table, seq.num_tokens)
 
     def _fork(self, leader: SequenceState) -> list[SequenceState]:
         """The request's other samples share the leader's prompt blocks from now on."""

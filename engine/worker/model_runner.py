@@ -18,6 +18,10 @@ class SequenceChunk:
     token_ids: list[int]  # the new tokens whose K/V this step writes
     start_pos: int  # their first position (= tokens already in the cache)
     block_table: list[int]  # the KV blocks this sequence owns, in order
+    # Logits for every token, not just the last (speculative verification). Each token is
+    # then its own attention row over the same blocks with the context up to itself: causal
+    # by construction, and the rows take the decode path like any other decode.
+    all_logits: bool = False
 
 
 class ModelRunner:
@@ -63,15 +67,23 @@ class ModelRunner:
         slots: list[int] = []
         context_lens: list[int] = []
         query_start_loc = [0]
+        tables: list[list[int]] = []
+        width = max(len(s.block_table) for s in seqs)
         for seq in seqs:
             pos = range(seq.start_pos, seq.start_pos + len(seq.token_ids))
             input_ids.extend(seq.token_ids)
             positions.extend(pos)
             slots.extend(seq.block_table[p // bs] * bs + p % bs for p in pos)
-            context_lens.append(pos.stop)
-            query_start_loc.append(query_start_loc[-1] + len(seq.token_ids))
-        width = max(len(s.block_table) for s in seqs)
-        tables = [s.block_table + [0] * (width - len(s.block_table)) for s in seqs]
+            table = seq.block_table + [0] * (width - len(seq.block_table))
+            if seq.all_logits:
+                for p in pos:
+                    context_lens.append(p + 1)
+                    query_start_loc.append(query_start_loc[-1] + 1)
+                    tables.append(table)
+            else:
+                context_lens.append(pos.stop)
+                query_start_loc.append(query_start_loc[-1] + len(seq.token_ids))
+                tables.append(table)
 
         def as_tensor(values: list, dtype: torch.dtype = torch.long) -> torch.Tensor:
             return torch.tensor(values, dtype=dtype, device=self.device)
@@ -81,13 +93,14 @@ class ModelRunner:
             block_tables=as_tensor(tables, torch.int32),
             context_lens=as_tensor(context_lens, torch.int32),
             query_start_loc=as_tensor(query_start_loc, torch.int32),
-            max_query_len=max(len(s.token_ids) for s in seqs),
+            max_query_len=max(1 if s.all_logits else len(s.token_ids) for s in seqs),
         )
         return as_tensor(input_ids), as_tensor(positions), meta
 
     @torch.inference_mode()
     def execute(self, seqs: list[SequenceChunk]) -> torch.Tensor:
-        """One forward over every scheduled token; float32 logits of each sequence's last token."""
+        """One forward over every scheduled token; float32 logits of each sequence's last
+        token (of every token, in order, for an `all_logits` sequence)."""
         input_ids, positions, meta = self.prepare(seqs)
         if self.graphs is not None and self.graphs.fits(meta):
             hidden = self.graphs.run(input_ids, positions, meta)

@@ -203,7 +203,7 @@ def filter_logits(logits: torch.Tensor, params: list[SamplingParams]) -> torch.T
     return logits
 
 
-def _is_greedy(p: SamplingParams) -> bool:
+def is_greedy(p: SamplingParams) -> bool:
     return p.greedy or p.temperature < MIN_TEMPERATURE
 
 
@@ -241,11 +241,11 @@ class Sampler:
 
             apply_grammar_masks(processed, meta.grammars)
         tokens = processed.argmax(dim=1)
-        sampled = [i for i, p in enumerate(meta.params) if not _is_greedy(p)]
+        sampled = [i for i, p in enumerate(meta.params) if not is_greedy(p)]
         if sampled:
             tokens[sampled] = self._sample(processed[sampled], meta, sampled)
         token_ids = tokens.tolist()
-        return SamplerOutput(token_ids, self._gather_logprobs(raw_logprobs, token_ids, meta))
+        return SamplerOutput(token_ids, gather_logprobs(raw_logprobs, token_ids, meta.params))
 
     def _sample(
         self, logits: torch.Tensor, meta: SamplingMetadata, rows: list[int]
@@ -272,21 +272,23 @@ class Sampler:
         # Exp(1) can round to 0; a zero would turn a zero-probability token into nan/inf.
         return q.clamp_(min=torch.finfo(torch.float32).tiny)
 
-    @staticmethod
-    def _gather_logprobs(
-        raw: torch.Tensor | None, token_ids: list[int], meta: SamplingMetadata
-    ) -> list[TokenLogprobs | None]:
-        if raw is None:
-            return [None] * len(token_ids)
-        k = max(p.logprobs or 0 for p in meta.params)
-        top_vals, top_ids = raw.topk(k, dim=1) if k > 0 else (raw[:, :0], raw[:, :0].long())
-        chosen = raw.gather(1, torch.tensor(token_ids, device=raw.device).unsqueeze(1))
-        chosen_l, vals_l, ids_l = chosen.squeeze(1).tolist(), top_vals.tolist(), top_ids.tolist()
-        out: list[TokenLogprobs | None] = []
-        for i, (p, tok) in enumerate(zip(meta.params, token_ids)):
-            if p.logprobs is None:
-                out.append(None)
-                continue
-            top = list(zip(ids_l[i][: p.logprobs], vals_l[i][: p.logprobs]))
-            out.append(TokenLogprobs(tok, chosen_l[i], top))
-        return out
+
+def gather_logprobs(
+    raw: torch.Tensor | None, token_ids: list[int], params: list[SamplingParams]
+) -> list[TokenLogprobs | None]:
+    """Per row of `raw` (log_softmax of the raw logits): the chosen token's logprob and the
+    row's `logprobs` most likely alternatives, for rows that asked."""
+    if raw is None:
+        return [None] * len(token_ids)
+    k = max(p.logprobs or 0 for p in params)
+    top_vals, top_ids = raw.topk(k, dim=1) if k > 0 else (raw[:, :0], raw[:, :0].long())
+    chosen = raw.gather(1, torch.tensor(token_ids, device=raw.device).unsqueeze(1))
+    chosen_l, vals_l, ids_l = chosen.squeeze(1).tolist(), top_vals.tolist(), top_ids.tolist()
+    out: list[TokenLogprobs | None] = []
+    for i, (p, tok) in enumerate(zip(params, token_ids)):
+        if p.logprobs is None:
+            out.append(None)
+            continue
+        top = list(zip(ids_l[i][: p.logprobs], vals_l[i][: p.logprobs]))
+        out.append(TokenLogprobs(tok, chosen_l[i], top))
+    return out

@@ -162,3 +162,27 @@ def test_random_update_streams_fold_to_the_final_output(tok: Tokenizer) -> None:
         deltas, _ = run(tok, ids, params, RequestOutputKind.DELTA)
         final, _ = run(tok, ids, params, RequestOutputKind.FINAL_ONLY)
         assert fold(deltas).outputs[0] == final[0].outputs[0]
+
+
+@pytest.mark.parametrize("per_step", [4, 7])
+def test_several_tokens_per_step_stop_where_a_stop_string_ends(tok: Tokenizer,
+                                                               per_step: int) -> None:
+    """Speculative decoding reports several tokens per step: a stop string ending at one of
+    them ends tokens, logprobs and text there, as one token per step does."""
+    ids = tok.encode(TEXT, add_special_tokens=False)
+    params = SamplingParams(stop=["STOP"], logprobs=0)
+    want = run(tok, ids, params, RequestOutputKind.FINAL_ONLY)[0][0].outputs[0]
+    proc = OutputProcessor(tok)
+    proc.add_request("r", None, [1, 2], params, 1, RequestOutputKind.FINAL_ONLY)
+    outputs = []
+    for start in range(0, len(ids), per_step):
+        chunk = ids[start : start + per_step]
+        lps = [TokenLogprobs(t, -0.5, []) for t in chunk]
+        step = proc.process([SequenceUpdate("r", 0, chunk, lps, None, None, 3)])
+        outputs += step.outputs
+        if step.stopped:
+            break
+    (got,) = [o.outputs[0] for o in outputs]
+    assert got.text == want.text == TEXT.split("STOP")[0]
+    assert got.token_ids == want.token_ids and len(got.logprobs) == len(want.token_ids)
+    assert got.finish_reason == "stop" and got.stop_reason == "STOP"

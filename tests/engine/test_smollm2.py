@@ -46,3 +46,25 @@ def test_registered_name_resolves(smollm2_gguf: Path) -> None:
     if model_path("smollm2-135m-instruct") != smollm2_gguf:
         pytest.skip("the model was given through ENGINE_SMOLLM2_GGUF, not fetched")
     assert resolve_model_path("smollm2-135m-instruct") == smollm2_gguf
+
+
+COPY_PROMPT = [{"role": "user", "content": (
+    "Repeat the following text exactly, word for word:\n\nThe old railway library of "
+    "Westbrook, a red-brick hall from 1902, will reopen next autumn with a reading room for "
+    "children and an archive of maps.")}]
+
+
+def test_speculation_keeps_the_greedy_answer(smollm2_gguf: Path) -> None:
+    """Float weights: n-gram speculation gives token for token the plain greedy answer,
+    taking several tokens per step while the answer copies the prompt. (int8 rounds
+    activations per GEMM call, so there a near-tie may fall the other way.)"""
+    params = SamplingParams(temperature=0, max_tokens=32)
+    plain = LLM(str(smollm2_gguf), quantization="none", max_model_len=512)
+    want = plain.chat(COPY_PROMPT, params)[0].outputs[0].token_ids
+    del plain
+    spec = LLM(str(smollm2_gguf), quantization="none", max_model_len=512, speculative_ngram=6)
+    got = spec.chat(COPY_PROMPT, params)[0].outputs[0].token_ids
+    assert got == want
+    stats = spec.llm_engine.core.stats
+    assert stats.spec_accepted_tokens >= len(want) // 2
+    assert stats.steps < len(want) // 2

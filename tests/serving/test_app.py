@@ -251,7 +251,8 @@ async def test_metrics_move(client: TestClient) -> None:
     assert sample(after, "engine_time_to_first_token_seconds_count", model="tiny") == 1
     assert sample(after, "engine_time_per_output_token_seconds_count", model="tiny") == 2
     for gauge in ("engine_num_requests_running", "engine_num_requests_waiting",
-                  "engine_kv_cache_usage_ratio"):
+                  "engine_kv_cache_usage_ratio", "engine_spec_decode_draft_tokens",
+                  "engine_spec_decode_accepted_tokens"):
         assert sample(after, gauge, model="tiny") == 0
         assert f'{gauge}{{model="tiny"}}' in after
 

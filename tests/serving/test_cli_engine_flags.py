@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine import EngineConfig
-from serving.cli import parse_args
+from serving.cli import CLIError, parse_args
 
 
 def test_kernel_and_quantization_flags() -> None:
@@ -19,7 +19,8 @@ def test_kernel_and_quantization_flags() -> None:
 def test_absent_flags_keep_the_engine_defaults() -> None:
     config = parse_args(["--model", "m"]).models[0].config
     defaults = EngineConfig("m")
-    for field in ("quantization", "load_format", "kernel_backend", "enforce_eager"):
+    for field in ("quantization", "load_format", "kernel_backend", "enforce_eager",
+                  "speculative_ngram"):
         assert getattr(config, field) == getattr(defaults, field)
 
 
@@ -39,3 +40,9 @@ def test_admission_flags_reach_the_settings() -> None:
     assert parse_args(["--model", "m"]).settings.max_prompts_per_request == 64
     with pytest.raises(CLIError, match="--max-prompts-per-request must be positive"):
         parse_args(["--model", "m", "--max-prompts-per-request", "0"])
+
+
+def test_speculative_ngram_flag() -> None:
+    assert parse_args(["--speculative-ngram", "4"]).models[0].config.speculative_ngram == 4
+    with pytest.raises(CLIError, match="speculative_ngram"):
+        parse_args(["--speculative-ngram", "-1"])
