@@ -16,10 +16,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,44 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import save
-from benchmarks.stream_cost import TINY, free_port
+from benchmarks.stream_cost import TINY, Server
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def start_server(checkout: Path, model: Path, data: Path, grace: float,
-                 port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(checkout), "ENGINE_API_KEY": "",
-           "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "serving", "--model", str(model), "--load-format", "dummy",
-           "--served-model-name", "tiny", "--no-embedding-model", "--max-model-len", "8192",
-           "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data),
-           "--shutdown-grace", str(grace)]
-    return subprocess.Popen(cmd, cwd=checkout, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-
-
-def wait_ready(proc: subprocess.Popen[bytes], port: int, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("server exited early")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/health")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("server never became healthy")
-
-
 def measure(checkout: Path, model: Path, data: Path, grace: float) -> dict[str, Any]:
-    port = free_port()
-    proc = start_server(checkout, model, data, grace, port)
+    server = Server(checkout, model, data, data.with_suffix(".log"),
+                    ["--shutdown-grace", str(grace)])
+    proc, port = server.proc, server.port
     try:
-        wait_ready(proc, port)
+        server.wait_ready()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         body = {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 8000,
                 "temperature": 0, "ignore_eos": True, "stream": True}

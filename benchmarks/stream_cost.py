@@ -105,7 +105,11 @@ def engine_side(checkout: Path, model: Path, lengths: list[int], repeats: int
 
 
 class Server:
-    def __init__(self, checkout: Path, model_dir: Path, data_dir: Path, log: Path) -> None:
+    """`python -m serving` of `checkout` on the TINY model (dummy weights), `extra` flags
+    added; benchmarks.shutdown_time uses it too."""
+
+    def __init__(self, checkout: Path, model_dir: Path, data_dir: Path, log: Path,
+                 extra: list[str] | None = None) -> None:
         self.checkout = checkout
         self.port = free_port()
         # One torch thread: spinning OpenMP workers would bill CPU time for waiting.
@@ -114,7 +118,7 @@ class Server:
         cmd = [sys.executable, "-m", "serving", "--model", str(model_dir), "--load-format",
                "dummy", "--served-model-name", "tiny", "--no-embedding-model",
                "--max-model-len", "8192", "--host", "127.0.0.1", "--port", str(self.port),
-               "--data-dir", str(data_dir)]
+               "--data-dir", str(data_dir), *(extra or [])]
         self.proc = subprocess.Popen(cmd, cwd=checkout, env=env, stdout=log.open("w"),
                                      stderr=subprocess.STDOUT)
 

@@ -70,12 +70,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args: list[str], log: Path, module: str = "serving") -> Server:
-    """`python -m <module> ARGS` (the server, or a launcher that wraps it) on a free port."""
+def start_server(args: list[str], log: Path, module: str = "serving",
+                 env: dict[str, str] | None = None) -> Server:
+    """`python -m <module> ARGS` (the server, or a launcher that wraps it) on a free port,
+    with `env` added to this process's environment."""
     port = _free_port()
     cmd = [sys.executable, "-m", module, *args, "--host", "127.0.0.1", "--port", str(port),
            "--api-key", API_KEY]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
     server = Server(proc, port, log)

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO
+from tests.serving.conftest import AUTH
+from tests.serving.servers import start_server
 
 GRACE_S = 1.0
 # A tiny random model with a long context (dummy weights, a byte vocabulary): its streams
@@ -28,31 +25,10 @@ TINY = {"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_
 LONG = {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 8000, "ignore_eos": True}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(proc: subprocess.Popen[str], port: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[1]
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/health")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("the server never became healthy")
-
-
 def post(port: int, body: dict[str, Any]) -> http.client.HTTPResponse:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.request("POST", "/v1/completions", json.dumps(body),
-                 {"Content-Type": "application/json"})
+                 {"Content-Type": "application/json", **AUTH})
     return conn.getresponse()
 
 
@@ -61,16 +37,13 @@ def test_sigterm_ends_running_requests_with_an_error_and_exits_within_the_grace(
     model = tmp_path / "tiny"
     model.mkdir()
     (model / "config.json").write_text(json.dumps(TINY))
-    port = free_port()
-    env = {**os.environ, "ENGINE_API_KEY": "", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--model", str(model), "--load-format", "dummy",
-         "--served-model-name", "tiny", "--no-embedding-model", "--max-model-len", "8192",
-         "--port", str(port), "--data-dir", str(tmp_path / "data"),
-         "--shutdown-grace", str(GRACE_S)],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = start_server(
+        ["--model", str(model), "--load-format", "dummy", "--served-model-name", "tiny",
+         "--no-embedding-model", "--max-model-len", "8192", "--data-dir", str(tmp_path / "data"),
+         "--shutdown-grace", str(GRACE_S)], tmp_path / "server.log",
+        env={"OMP_NUM_THREADS": "1"})  # one tiny stream: no OpenMP team to wind down
+    proc, port = server.proc, server.port
     try:
-        wait_healthy(proc, port)
         stream = post(port, {**LONG, "stream": True})
         assert stream.readline().startswith(b"data: {")  # it runs
         unanswered: dict[str, Any] = {}
@@ -86,14 +59,14 @@ def test_sigterm_ends_running_requests_with_an_error_and_exits_within_the_grace(
         proc.send_signal(signal.SIGTERM)
         events = [line[len(b"data: "):].strip() for line in stream
                   if line.startswith(b"data: ")]
-        _, stderr = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
         exited = time.monotonic() - sent
         waiter.join(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0, stderr
+    assert proc.returncode == 0, server.log_tail()
     assert events[-1] == b"[DONE]", events[-3:]
     error = json.loads(events[-2])["error"]
     assert error["code"] == "server_shutting_down" and error["type"] == "server_error", error
