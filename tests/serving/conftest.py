@@ -197,6 +197,26 @@ async def shared_engine(tiny_model: Path) -> AsyncIterator[AsyncEngine]:
     await eng.shutdown()
 
 
+LONG = 2048  # room for an injected tool prompt (~800 tokens of the tiny tokenizer)
+
+
+@pytest.fixture(scope="session")
+def long_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama-3.1-shaped model with a LONG context, for tool-calling tests."""
+    path = make_tiny_llama(tmp_path_factory.mktemp("long") / "tiny", "llama31")
+    config = json.loads((path / "config.json").read_text())
+    config["max_position_embeddings"] = LONG  # random weights do not care how far rope goes
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+async def long_engine(long_model: Path) -> AsyncIterator[AsyncEngine]:
+    eng = AsyncEngine(EngineConfig(str(long_model), max_model_len=LONG))
+    yield eng
+    await eng.shutdown()
+
+
 @pytest.fixture
 async def api(aiohttp_client: Any, shared_engine: AsyncEngine) -> Api:
     """The server over the session's engine. Every request a test makes ends (or is

@@ -21,10 +21,10 @@ import pytest
 from openai.types.responses import Response as SDKResponse
 from openai.types.responses import ResponseStreamEvent
 
-from engine import AsyncEngine, EngineConfig
-from tests.conftest import make_tiny_llama
+from engine import AsyncEngine
 from tests.serving.conftest import (
     API_KEY,
+    LONG,
     MODEL,
     Api,
     Reference,
@@ -34,7 +34,6 @@ from tests.serving.conftest import (
 )
 
 STREAM_EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
-LONG = 2048  # the injected tool prompt alone is hundreds of tokens of the tiny tokenizer
 
 CITY = {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
         "required": ["city"], "additionalProperties": False}
@@ -293,22 +292,6 @@ async def test_text_format_json_object(sdk: openai.AsyncOpenAI, rapi: Api) -> No
 
 
 # ---- tools (a model with room for the tool prompt) ----------------------------------------
-
-
-@pytest.fixture(scope="module")
-def long_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = make_tiny_llama(tmp_path_factory.mktemp("responses") / "tiny", "llama31")
-    config = json.loads((path / "config.json").read_text())
-    config["max_position_embeddings"] = LONG  # random weights do not care how far rope goes
-    (path / "config.json").write_text(json.dumps(config))
-    return path
-
-
-@pytest.fixture(scope="module")
-async def long_engine(long_model: Path) -> AsyncIterator[AsyncEngine]:
-    engine = AsyncEngine(EngineConfig(str(long_model), max_model_len=LONG))
-    yield engine
-    await engine.shutdown()
 
 
 @pytest.fixture

@@ -4,19 +4,14 @@ whatever the weights; validation errors are 400s naming the field."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 
-from engine import AsyncEngine, EngineConfig
-from tests.conftest import make_tiny_llama
-from tests.serving.conftest import API_KEY, HELLO, MODEL, Api, assert_error
+from engine import AsyncEngine
+from tests.serving.conftest import API_KEY, HELLO, LONG, MODEL, Api, assert_error
 from tests.serving.openai_schema import check
-
-LONG = 2048  # the injected tool prompt alone is ~800 tokens of the tiny tokenizer
 
 WEATHER = {
     "type": "object",
@@ -36,26 +31,16 @@ TOOLS = [
 SCHEMAS = {"get_weather": WEATHER, "get_time": TIME}
 
 
-@pytest.fixture(scope="module")
-def long_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = make_tiny_llama(tmp_path_factory.mktemp("tools") / "tiny", "llama31")
-    config = json.loads((path / "config.json").read_text())
-    config["max_position_embeddings"] = LONG  # random weights do not care how far rope goes
-    (path / "config.json").write_text(json.dumps(config))
-    return path
-
-
 @pytest.fixture
-async def api(aiohttp_client: Any, long_model: Path) -> AsyncIterator[Api]:
+async def api(aiohttp_client: Any, long_engine: AsyncEngine) -> Api:
+    """The server over the session's long-context engine (tests/serving/conftest.py)."""
     from serving.app import make_app
     from serving.served import ServedModel
     from serving.state import ServerSettings, ServerState
 
-    engine = AsyncEngine(EngineConfig(str(long_model), max_model_len=LONG))
-    state = ServerState([ServedModel(MODEL, engine, max_model_len=LONG)],
+    state = ServerState([ServedModel(MODEL, long_engine, max_model_len=LONG)],
                         ServerSettings(api_key=API_KEY))
-    yield Api(await aiohttp_client(make_app(state)), engine, state)
-    await engine.shutdown()
+    return Api(await aiohttp_client(make_app(state)), long_engine, state)
 
 
 def check_calls(calls: list[dict[str, Any]]) -> None:
