@@ -13,6 +13,7 @@ import torch
 
 from engine import LLM, RequestOutput, SamplingParams
 from engine.errors import InvalidRequest
+from engine.worker.kv_budget import kv_bytes_per_token
 from tests.conftest import make_tiny_llama
 
 TOP_K = 3
@@ -111,3 +112,17 @@ def test_with_parallel_samples_and_speculation(model: Path, prompts) -> None:
 def test_bad_values_are_rejected(value) -> None:
     with pytest.raises(InvalidRequest, match="prompt_logprobs"):
         SamplingParams(prompt_logprobs=value)
+
+
+def test_preemption_during_prefill_keeps_every_position_once(model: Path, prompts) -> None:
+    """A cache of 6 blocks cannot hold three growing sequences: some are preempted, in
+    prefill or after it, and recompute; each prompt's logprobs still come once per position."""
+    block = 16 * kv_bytes_per_token(LLM(str(model), kv_cache_bytes=1 << 20).model_config,
+                                    torch.float32)
+    llm = LLM(str(model), kv_cache_bytes=6 * block, max_num_batched_tokens=8)
+    params = SamplingParams(temperature=0, max_tokens=30, ignore_eos=True,
+                            prompt_logprobs=TOP_K)
+    outs = llm.generate(prompts, params)
+    assert llm.llm_engine.core.scheduler.num_preemptions > 0
+    for out, prompt in zip(outs, prompts, strict=True):
+        check(out, reference(model, prompt), prompt)
