@@ -12,8 +12,9 @@ the forward. The figure is the server process's CPU time (the scheduler's per-th
 over the request, divided by the tokens it streamed, split into the event-loop thread (the
 serving side) and the others (the engine step: forward, sampler, engine-side output work).
 The forward's own growth (attention) is then taken out by a second, offline measurement:
-the engine step's CPU time outside ModelRunner.execute. Checkouts are measured interleaved,
-one request at a time, so that drift of the machine's speed hits both alike.
+the engine step's CPU time outside ModelRunner.execute (execute_full). Checkouts are
+measured interleaved, one request at a time, so that drift of the machine's speed hits both
+alike.
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ from engine import LLM, SamplingParams
 llm = LLM(sys.argv[1], load_format="dummy", max_model_len=8192)
 core = getattr(llm, "llm_engine", None)
 runner = (core.core if core is not None else llm.engine).runner
-forward = runner.execute
+# The method the engine step calls (execute_full since prompt logprobs; execute before).
+name = "execute_full" if hasattr(runner, "execute_full") else "execute"
+forward = getattr(runner, name)
 spent = [0.0]
 def timed(chunks):
     t = time.thread_time()
@@ -78,7 +81,7 @@ def timed(chunks):
         return forward(chunks)
     finally:
         spent[0] += time.thread_time() - t
-runner.execute = timed
+setattr(runner, name, timed)
 out = {}
 for n in json.loads(sys.argv[2]):
     params = SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)

@@ -137,6 +137,9 @@ class SequenceUpdate:
     finish_reason: str | None  # "stop" | "length" | "abort" | None while running
     stop_reason: int | None  # the stop token id that matched (stop strings are found later)
     num_cached_tokens: int  # the request's prompt tokens served by the prefix cache
+    # With prompt_logprobs: the whole prompt's (entry i for prompt token i + 1), once, on
+    # the request's first update after its prefill.
+    prompt_logprobs: list[TokenLogprobs] | None = None
 
 
 class EngineCore:
@@ -299,8 +302,9 @@ class EngineCore:
             return []
         self.runner.copy_blocks(sched.blocks_to_copy)
         chunks = [self._chunk(s) for s in sched.scheduled]
-        logits = self.runner.execute(chunks)
-        sampled, logprobs = self._sample(sched, logits)
+        result = self.runner.execute_full(chunks)
+        self._keep_prompt_logprobs(sched, result.prompt_logprobs)
+        sampled, logprobs = self._sample(sched, result.logits)
         updated = self.scheduler.update_from_output(sched, sampled, self.eos_token_ids)
         emitted = {s.seq: s.num_emitted for s in sched.scheduled if s.draft_token_ids}
         self._count(sched, updated, emitted)
@@ -310,7 +314,11 @@ class EngineCore:
                 self._advance_grammar(seq)
             num_new = emitted.get(seq, 1)
             entries = logprobs.get(seq)
-            updates.append(self._update(seq, num_new, entries[:num_new] if entries else None))
+            update = self._update(seq, num_new, entries[:num_new] if entries else None)
+            req = seq.request
+            if req.params.prompt_logprobs is not None and not req.prompt_logprobs_sent:
+                update.prompt_logprobs, req.prompt_logprobs_sent = req.prompt_logprobs, True
+            updates.append(update)
         for req in {seq.request for seq in updated}:
             self._forget_if_finished(req)
         return updates
@@ -319,11 +327,30 @@ class EngineCore:
     def _chunk(item: ScheduledSequence) -> SequenceChunk:
         seq, drafts = item.seq, item.draft_token_ids
         if not drafts:
-            return SequenceChunk(seq.tokens[item.start_pos : item.start_pos + item.num_new_tokens],
-                                 item.start_pos, seq.block_table)
+            start, end = item.start_pos, item.start_pos + item.num_new_tokens
+            chunk = SequenceChunk(seq.tokens[start:end], start, seq.block_table)
+            if seq.request.needs_prompt_logprobs:
+                # Position p predicts prompt token p + 1 (the next chunk's first, for the
+                # last position of this one); the prompt's last position predicts output.
+                prompt = seq.prompt_token_ids
+                chunk.prompt_targets = prompt[start + 1 : min(end, len(prompt) - 1) + 1]
+                chunk.prompt_top_k = seq.params.prompt_logprobs or 0
+            return chunk
         # The last token and its drafts, each with its logits (verification).
         return SequenceChunk([seq.tokens[item.start_pos], *drafts], item.start_pos,
                              seq.block_table, all_logits=True)
+
+    @staticmethod
+    def _keep_prompt_logprobs(sched: SchedulerOutput,
+                              computed: dict[int, list[TokenLogprobs]]) -> None:
+        """Append each chunk's prompt logprobs to its request, from the first position
+        not yet held (a sequence preempted mid-prefill computes some positions twice)."""
+        for i, entries in computed.items():
+            item = sched.scheduled[i]
+            held = item.seq.request.prompt_logprobs
+            skip = len(held) - item.start_pos
+            if skip < len(entries):
+                held.extend(entries[max(skip, 0):])
 
     def _count(self, sched: SchedulerOutput, updated: list[SequenceState],
                emitted: dict[SequenceState, int]) -> None:

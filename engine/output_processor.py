@@ -75,6 +75,8 @@ class _RequestState:
     kind: RequestOutputKind
     samples: list[_Sample]
     num_cached_tokens: int = 0
+    prompt_logprobs: list[PositionLogprobs | None] | None = None
+    prompt_logprobs_new: bool = False  # not yet in a DELTA output
 
     @property
     def finished(self) -> bool:
@@ -122,6 +124,9 @@ class OutputProcessor:
                 continue
             touched[u.request_id] = req
             req.num_cached_tokens = u.num_cached_tokens
+            if u.prompt_logprobs is not None and req.prompt_logprobs is None:
+                req.prompt_logprobs = [None, *map(self._position_logprobs, u.prompt_logprobs)]
+                req.prompt_logprobs_new = True
             sample = req.samples[u.index]
             if sample.finish_reason is None and self._apply(sample, u, bool(req.params.stop)):
                 stopped.append((u.request_id, u.index))
@@ -184,7 +189,7 @@ class OutputProcessor:
             return Logprob(token_id, tok.decode([token_id]), logprob, tok.token_bytes(token_id))
 
         return PositionLogprobs(make(entry.token_id, entry.logprob),
-                                [make(*t) for t in entry.top])
+                                [make(*t) for t in entry.top], entry.rank)
 
     # ---- outputs -------------------------------------------------------------------------
 
@@ -206,5 +211,10 @@ class OutputProcessor:
         completions = [s.output(i, delta, show) for i, s in chosen]
         for s in req.samples:
             s.reported()
+        prompt_logprobs = req.prompt_logprobs
+        if delta:  # once, in the first output that has them
+            prompt_logprobs = prompt_logprobs if req.prompt_logprobs_new else None
+        req.prompt_logprobs_new = False
         return RequestOutput(req.request_id, req.prompt, req.prompt_token_ids, completions,
-                             finished=finished, num_cached_tokens=req.num_cached_tokens)
+                             finished=finished, num_cached_tokens=req.num_cached_tokens,
+                             prompt_logprobs=prompt_logprobs)

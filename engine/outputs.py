@@ -29,6 +29,7 @@ class PositionLogprobs:
 
     chosen: Logprob
     top: list[Logprob]
+    rank: int | None = None  # the chosen token's rank among all (1 = most likely); prompts only
 
 
 @dataclass
@@ -50,6 +51,9 @@ class RequestOutput:
     outputs: list[CompletionOutput] = field(default_factory=list)
     finished: bool = False
     num_cached_tokens: int = 0  # prompt tokens whose K/V came from the prefix cache
+    # With SamplingParams.prompt_logprobs: one entry per prompt token, the first None (it
+    # has no context). A DELTA stream carries them once, in the first output after prefill.
+    prompt_logprobs: list[PositionLogprobs | None] | None = None
 
     def add(self, delta: RequestOutput) -> None:
         """Fold the next DELTA output of this request into this one (an accumulator)."""
@@ -72,3 +76,5 @@ class RequestOutput:
         self.outputs.sort(key=lambda o: o.index)
         self.finished = delta.finished
         self.num_cached_tokens = delta.num_cached_tokens
+        if delta.prompt_logprobs is not None:
+            self.prompt_logprobs = delta.prompt_logprobs

@@ -133,7 +133,9 @@ class SamplingParams:
 
     temperature 0 means greedy; top_k 0 (or -1, normalised to 0) disables top-k;
     max_tokens None means "until the context is full"; logprobs is the number of top
-    alternatives to return per token (0 = only the chosen token's logprob).
+    alternatives to return per token (0 = only the chosen token's logprob). prompt_logprobs
+    is the same for every prompt token (computed during prefill; None = off); a request that
+    asks for them does not use the prefix cache, since a cached prefix is never computed.
     """
 
     n: int = 1
@@ -154,6 +156,7 @@ class SamplingParams:
     max_tokens: int | None = 16
     min_tokens: int = 0
     logprobs: int | None = None
+    prompt_logprobs: int | None = None
     skip_special_tokens: bool = True
     # Constrain the output to a grammar (JSON object, JSON schema, tool-call structural tag).
     guided: GuidedDecoding | None = None
@@ -174,6 +177,9 @@ class SamplingParams:
                 raise InvalidRequest(f"best_of must be >= n ({self.n}), got {self.best_of}", "best_of")
         if self.logprobs is not None:
             self.logprobs = _check_int("logprobs", self.logprobs, lo=0, hi=MAX_LOGPROBS)
+        if self.prompt_logprobs is not None:
+            self.prompt_logprobs = _check_int("prompt_logprobs", self.prompt_logprobs, lo=0,
+                                              hi=MAX_LOGPROBS)
         if self.seed is not None:
             self.seed = _check_int("seed", self.seed)
 

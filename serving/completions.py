@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
-from engine import CompletionOutput, PositionLogprobs
+from engine import CompletionOutput, PositionLogprobs, RequestOutput
+from engine.tokenizer import Tokenizer
 from serving.errors import bad_request
 from serving.generation import Finals, Generation, serve
 from serving.offload import off_loop
@@ -63,25 +65,72 @@ def completion_logprobs(positions: list[PositionLogprobs],
             "text_offset": text_offset}, offset
 
 
+def prompt_logprobs_part(tokenizer: Tokenizer, prompt_ids: list[int],
+                         positions: list[PositionLogprobs | None]) -> dict[str, Any]:
+    """The echoed prompt's tokens in the completions logprobs shape: the first token has
+    no context, so its logprob and top_logprobs are null (as OpenAI's legacy API)."""
+    first = tokenizer.decode(prompt_ids[:1])
+    rest = [p for p in positions[1:] if p is not None]
+    part, _ = completion_logprobs(rest, len(first))
+    return {"tokens": [first, *part["tokens"]],
+            "token_logprobs": [None, *part["token_logprobs"]],
+            "top_logprobs": [None, *part["top_logprobs"]],
+            "text_offset": [0, *part["text_offset"]]}
+
+
+def join_logprobs(first: dict[str, Any] | None,
+                  second: dict[str, Any] | None) -> dict[str, Any] | None:
+    if first is None or second is None:
+        return first or second
+    return {key: first[key] + second[key] for key in first}
+
+
 def _echo(gen: Generation, req: CompletionRequest, prompt_index: int) -> str:
     return (gen.prompts[prompt_index].text or "") if req.echo else ""
 
 
-def completion_choice(index: int, prefix: str, out: CompletionOutput) -> CompletionChoice:
+def _prompt_part(gen: Generation, req: CompletionRequest, out: RequestOutput
+                 ) -> dict[str, Any] | None:
+    """The prompt's logprobs when echo and logprobs are both asked for (else None)."""
+    if not req.echo or req.logprobs is None or out.prompt_logprobs is None:
+        return None
+    return prompt_logprobs_part(gen.served.engine.tokenizer, out.prompt_token_ids,
+                                out.prompt_logprobs)
+
+
+def _hide_generated(out: CompletionOutput) -> CompletionOutput:
+    """echo with max_tokens 0: the one token the engine sampled is no part of the answer."""
+    return replace(out, text="", token_ids=[], finish_reason="length", stop_reason=None,
+                   logprobs=[] if out.logprobs is not None else None)
+
+
+def completion_choice(index: int, prefix: str, out: CompletionOutput,
+                      prompt_part: dict[str, Any] | None = None) -> CompletionChoice:
     logprobs = None
     if out.logprobs is not None:
         logprobs = completion_logprobs(out.logprobs, len(prefix))[0]
-    return CompletionChoice(index=index, text=prefix + out.text, logprobs=logprobs,
+    return CompletionChoice(index=index, text=prefix + out.text,
+                            logprobs=join_logprobs(prompt_part, logprobs),
                             finish_reason=out.finish_reason, stop_reason=out.stop_reason)
+
+
+def _usage(gen: Generation, req: CompletionRequest) -> Usage:
+    usage = gen.clock.usage()
+    if req.echo_only:  # the hidden token is no completion token
+        usage.update(completion_tokens=0, total_tokens=usage["prompt_tokens"])
+    return Usage(**usage)
 
 
 def completion_response(gen: Generation, req: CompletionRequest, finals: Finals
                         ) -> dict[str, Any]:
-    choices = [
-        completion_choice(i * req.n + o.index, _echo(gen, req, i), o)
-        for i, final in sorted(finals.items()) for o in final.outputs
-    ]
-    body = Completion(**gen.meta.ids(), choices=choices, usage=Usage(**gen.clock.usage()))
+    choices = []
+    for i, final in sorted(finals.items()):
+        prompt_part = _prompt_part(gen, req, final)
+        for o in final.outputs:
+            o = _hide_generated(o) if req.echo_only else o
+            choices.append(completion_choice(i * req.n + o.index, _echo(gen, req, i), o,
+                                             prompt_part))
+    body = Completion(**gen.meta.ids(), choices=choices, usage=_usage(gen, req))
     return body.model_dump()
 
 
@@ -96,19 +145,21 @@ def completion_chunk(meta: ResponseMeta, index: int, text: str,
 
 
 class _ChoiceOffsets:
-    """Per choice: whether it has started (the echo goes first) and where its text offset
-    stands (for logprobs)."""
+    """Per choice: whether it has started (the echo, and the prompt's logprobs, go first)
+    and where its text offset stands (for logprobs)."""
 
     def __init__(self) -> None:
         self.offsets: dict[int, int] = {}
 
     def chunk(self, meta: ResponseMeta, index: int, d: CompletionOutput,
-              prefix: str) -> dict[str, Any]:
+              prefix: str, prompt_part: dict[str, Any] | None = None) -> dict[str, Any]:
         first = index not in self.offsets
         start = self.offsets.get(index, len(prefix))
         logprobs = None
         if d.logprobs is not None:
             logprobs, start = completion_logprobs(d.logprobs, start)
+        if first:
+            logprobs = join_logprobs(prompt_part, logprobs)
         self.offsets[index] = start
         return completion_chunk(meta, index, (prefix if first else "") + d.text, logprobs,
                                 d.finish_reason, d.stop_reason)
@@ -116,17 +167,27 @@ class _ChoiceOffsets:
 
 async def completion_chunks(gen: Generation,
                             req: CompletionRequest) -> AsyncGenerator[dict[str, Any], None]:
-    """Text deltas of every choice of every prompt as they come, then (if asked) usage."""
+    """Text deltas of every choice of every prompt as they come, then (if asked) usage.
+    The prompt's logprobs (echo with logprobs) arrive with the first output after its
+    prefill, before any choice of that prompt has started."""
     offsets = _ChoiceOffsets()
+    prompt_parts: dict[int, dict[str, Any] | None] = {}
     async with aclosing(gen.outputs) as outputs:
         async for i, out in outputs:
             gen.clock.observe(i, out)
+            if out.prompt_logprobs is not None:
+                prompt_parts[i] = _prompt_part(gen, req, out)
             for d in out.outputs:
+                if req.echo_only:
+                    if d.finish_reason is None:
+                        continue  # the prompt alone, in one chunk, once the request ends
+                    d = _hide_generated(d)
                 if d.text or d.logprobs or d.finish_reason:  # else only held-back text
-                    yield offsets.chunk(gen.meta, i * req.n + d.index, d, _echo(gen, req, i))
+                    yield offsets.chunk(gen.meta, i * req.n + d.index, d, _echo(gen, req, i),
+                                        prompt_parts.get(i))
     if req.include_usage:
-        usage = Usage(**gen.clock.usage())
-        yield chunk_body(CompletionChunk(**gen.meta.ids(), choices=[], usage=usage), True)
+        yield chunk_body(CompletionChunk(**gen.meta.ids(), choices=[], usage=_usage(gen, req)),
+                         True)
 
 
 def _parse_completion(raw: bytes) -> CompletionRequest:

@@ -236,17 +236,30 @@ Prompt = str | list[str] | list[int] | list[list[int]]
 
 class CompletionRequest(SamplingRequest):
     prompt: Prompt
-    max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for completions (chat: none)
+    # OpenAI's default for completions (chat: none). 0 with echo: the prompt only (its
+    # logprobs, for evaluation harnesses); the engine then samples one token, never shown.
+    max_tokens: int | None = Field(16, ge=0)
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = Field(None, ge=1, le=MAX_N)
 
+    @property
+    def echo_only(self) -> bool:
+        """echo with max_tokens 0: the answer is the prompt, nothing generated."""
+        return self.echo and self.max_tokens == 0
+
+    def requested_max_tokens(self) -> int | None:
+        return 1 if self.echo_only else self.max_tokens
+
     def num_logprobs(self) -> int | None:
         return self.logprobs
 
     def sampling_kwargs(self) -> dict[str, Any]:
-        return {**super().sampling_kwargs(), "best_of": self.best_of}
+        # echo with logprobs: the prompt tokens' logprobs too (the same number of top ones).
+        prompt_logprobs = self.logprobs if self.echo else None
+        return {**super().sampling_kwargs(), "best_of": self.best_of,
+                "prompt_logprobs": prompt_logprobs}
 
     def check_supported(self) -> None:
         super().check_supported()
@@ -257,9 +270,11 @@ class CompletionRequest(SamplingRequest):
             raise bad_request(f"best_of ({self.best_of}) must be >= n ({self.n})", "best_of")
         if self.stream and self.best_of is not None and self.best_of > self.n:
             raise bad_request("best_of cannot be used with stream", "best_of")
-        if self.echo and self.logprobs is not None:
-            raise bad_request("echo with logprobs is not supported: prompt log-probabilities "
-                              "are not computed", "echo")
+        if self.max_tokens == 0 and not self.echo:
+            raise bad_request("max_tokens must be >= 1 (0 is only allowed with echo, which "
+                              "then returns the prompt alone)", "max_tokens")
+        if self.echo_only and self.min_tokens > 0:
+            raise bad_request("min_tokens must be 0 when max_tokens is 0", "min_tokens")
         if isinstance(self.prompt, list) and not self.prompt:
             raise bad_request("prompt must not be empty", "prompt")
 

@@ -140,6 +140,17 @@ class Request:
     seqs: list[SequenceState] = field(default_factory=list)
     forked: bool = False  # whether the other samples have forked from the first
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache
+    # With params.prompt_logprobs: entry i is prompt token i + 1's (engine/worker/
+    # prompt_logprobs.py TokenLogprobs), filled chunk by chunk during prefill.
+    prompt_logprobs: list[Any] = field(default_factory=list)
+    prompt_logprobs_sent: bool = False  # handed to the caller (with the first new token)
+
+    @property
+    def needs_prompt_logprobs(self) -> bool:
+        """Whether prefill still owes prompt logprobs (then no prefix-cache hits: a cached
+        prefix is never computed, so its logprobs would be missing)."""
+        return (self.params.prompt_logprobs is not None
+                and len(self.prompt_logprobs) < len(self.prompt_token_ids) - 1)
 
     @property
     def num_samples(self) -> int:

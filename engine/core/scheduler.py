@@ -256,7 +256,9 @@ class Scheduler:
             slots = 1 if seq.request.forked else seq.request.num_samples
             if self._slots_in_use() + slots > self.config.max_num_seqs:
                 return budget
-            hits = self.bm.find_cached_prefix(seq.all_token_ids)
+            # Prompt logprobs need every prompt position computed: no cached prefix.
+            hits = ([] if seq.request.needs_prompt_logprobs
+                    else self.bm.find_cached_prefix(seq.all_token_ids))
             # Even a full hit recomputes the last token: its logits are needed.
             num_cached = min(len(hits) * self.bm.block_size, seq.num_tokens - 1)
             num_new = self._chunk(seq, num_cached, budget)

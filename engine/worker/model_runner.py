@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from engine.model.attention import AttentionMetadata
 from engine.model.llama import LlamaForCausalLM
 from engine.worker.cuda_graphs import DecodeGraphs
+from engine.worker.prompt_logprobs import prompt_logprobs
+from engine.worker.sampler import TokenLogprobs
 
 
 @dataclass
@@ -22,6 +24,17 @@ class SequenceChunk:
     # then its own attention row over the same blocks with the context up to itself: causal
     # by construction, and the rows take the decode path like any other decode.
     all_logits: bool = False
+    # Prompt logprobs: targets[i] is the prompt token after position start_pos + i, for the
+    # first len(targets) tokens of the chunk; their logprobs are computed (top `top_k`).
+    prompt_targets: list[int] | None = None
+    prompt_top_k: int = 0
+
+
+@dataclass
+class RunnerOutput:
+    logits: torch.Tensor  # as ModelRunner.execute returns them
+    # Chunk index -> one entry per prompt target, for chunks that asked.
+    prompt_logprobs: dict[int, list[TokenLogprobs]] = field(default_factory=dict)
 
 
 class ModelRunner:
@@ -97,14 +110,26 @@ class ModelRunner:
         )
         return as_tensor(input_ids), as_tensor(positions), meta
 
-    @torch.inference_mode()
     def execute(self, seqs: list[SequenceChunk]) -> torch.Tensor:
         """One forward over every scheduled token; float32 logits of each sequence's last
         token (of every token, in order, for an `all_logits` sequence)."""
+        return self.execute_full(seqs).logits
+
+    @torch.inference_mode()
+    def execute_full(self, seqs: list[SequenceChunk]) -> RunnerOutput:
+        """`execute`, plus the prompt logprobs of the chunks that asked for them."""
         input_ids, positions, meta = self.prepare(seqs)
         if self.graphs is not None and self.graphs.fits(meta):
             hidden = self.graphs.run(input_ids, positions, meta)
         else:
             hidden = self.model(input_ids, positions, self.kv_caches, meta)
         last = meta.query_start_loc[1:].long() - 1
-        return self.model.compute_logits(hidden[last])
+        out = RunnerOutput(self.model.compute_logits(hidden[last]))
+        start = 0  # the chunk's first row of `hidden` (one row per token)
+        for i, seq in enumerate(seqs):
+            if seq.prompt_targets:
+                rows = hidden[start : start + len(seq.prompt_targets)]
+                out.prompt_logprobs[i] = prompt_logprobs(
+                    self.model.compute_logits, rows, seq.prompt_targets, seq.prompt_top_k)
+            start += len(seq.token_ids)
+        return out

@@ -70,6 +70,7 @@ class TokenLogprobs:
     token_id: int
     logprob: float
     top: list[tuple[int, float]]
+    rank: int | None = None  # the token's rank among all (1 = most likely); prompt logprobs only
 
 
 @dataclass

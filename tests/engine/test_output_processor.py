@@ -186,3 +186,33 @@ def test_several_tokens_per_step_stop_where_a_stop_string_ends(tok: Tokenizer,
     assert got.text == want.text == TEXT.split("STOP")[0]
     assert got.token_ids == want.token_ids and len(got.logprobs) == len(want.token_ids)
     assert got.finish_reason == "stop" and got.stop_reason == "STOP"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_prompt_logprobs_come_with_text_and_once_in_a_delta_stream(tok: Tokenizer,
+                                                                    kind: RequestOutputKind
+                                                                    ) -> None:
+    prompt = tok.encode("Hello there")
+    assert len(prompt) > 2
+    proc = OutputProcessor(tok)
+    proc.add_request("r", None, prompt, SamplingParams(max_tokens=3, prompt_logprobs=1), 1, kind)
+    entries = [TokenLogprobs(t, -1.0 - i, [(prompt[0], -0.25)], i + 2)
+               for i, t in enumerate(prompt[1:])]
+    first = update("r", 5)
+    first.prompt_logprobs = entries
+    outputs = [*proc.process([first]).outputs,
+               *proc.process([update("r", 6)]).outputs,
+               *proc.process([update("r", 7, finish="length")]).outputs]
+    expected_top = [tok.decode([prompt[0]])]
+    with_them = [o for o in outputs if o.prompt_logprobs is not None]
+    if kind is RequestOutputKind.DELTA:
+        assert outputs[0] is with_them[0] and len(with_them) == 1
+    else:
+        assert with_them == outputs  # every output holds everything so far
+    plp = with_them[-1].prompt_logprobs
+    assert plp[0] is None and len(plp) == len(prompt)
+    for pos, (token, entry) in enumerate(zip(prompt[1:], plp[1:], strict=True)):
+        assert entry.chosen.token_id == token and entry.chosen.token == tok.decode([token])
+        assert entry.chosen.logprob == -1.0 - pos and entry.rank == pos + 2
+        assert [t.token for t in entry.top] == expected_top
+    assert fold(outputs).prompt_logprobs == plp

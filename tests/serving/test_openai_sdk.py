@@ -102,6 +102,24 @@ def test_completions_create_and_stream(tiny_server: Server, ref: Reference) -> N
     assert finishes[-1] == "length" and all(f is None for f in finishes[:-1])
 
 
+def test_prompt_logprobs_as_an_evaluation_harness_asks(tiny_server: Server,
+                                                         ref: Reference) -> None:
+    """lm-evaluation-harness's loglikelihood request: token ids, echo, logprobs,
+    max_tokens 0; the answer is the prompt with its tokens' logprobs, the first null."""
+    ids = ref.tokenizer.encode("The capital of France is Paris")
+    want = ref.generate(ids, max_tokens=1, prompt_logprobs=1).prompt_logprobs
+    done = tiny_server.client().completions.create(
+        model=MODEL, prompt=ids, echo=True, logprobs=1, max_tokens=0, temperature=0)
+    choice = done.choices[0]
+    assert choice.text == ref.tokenizer.decode(ids) and choice.finish_reason == "length"
+    lp = choice.logprobs
+    assert lp is not None and len(lp.tokens) == len(ids)
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert lp.token_logprobs[1:] == pytest.approx([p.chosen.logprob for p in want[1:]],
+                                                  abs=1e-5)
+    assert done.usage is not None and done.usage.completion_tokens == 0
+
+
 def test_extra_parameters_through_extra_body(tiny_server: Server) -> None:
     chat = tiny_server.client().chat.completions.create(
         model=MODEL, messages=HELLO, max_tokens=4, logit_bias={str(EOS_ID): 100},

@@ -230,12 +230,24 @@ def test_chat_supported_variants_pass(body: dict[str, Any]) -> None:
     ({"suffix": "end"}, "suffix"),
     ({"best_of": 1, "n": 2}, "best_of"),
     ({"best_of": 3, "stream": True}, "best_of"),
-    ({"echo": True, "logprobs": 1}, "echo"),
+    ({"max_tokens": 0}, "max_tokens"),  # only with echo (the prompt alone)
+    ({"max_tokens": 0, "echo": True, "min_tokens": 1}, "min_tokens"),
+    ({"max_tokens": -1, "echo": True}, "max_tokens"),
     ({"prompt": []}, "prompt"),
     ({"stream_options": {"include_usage": True}}, "stream_options"),
 ])
 def test_completion_unsupported_is_400(body: dict[str, Any], param: str) -> None:
     assert error_of(completion, **body).param == param
+
+
+def test_echo_asks_for_prompt_logprobs_and_max_tokens_0_samples_one_hidden_token() -> None:
+    p = to_sampling_params(completion(echo=True, logprobs=2), 16)
+    assert p.prompt_logprobs == 2 and p.logprobs == 2
+    assert to_sampling_params(completion(logprobs=2), 16).prompt_logprobs is None
+    assert to_sampling_params(completion(echo=True), 16).prompt_logprobs is None
+    echo_only = completion(echo=True, logprobs=1, max_tokens=0)
+    assert echo_only.echo_only and echo_only.requested_max_tokens() == 1
+    assert not completion(echo=True).echo_only
 
 
 def test_include_usage_needs_stream() -> None:
