@@ -193,10 +193,8 @@ class EngineCore:
             seed = params.seed + i if params.seed is not None else self._seeds.getrandbits(63)
             seq = SequenceState(next(self._seq_ids), req, i)
             seq.generator = torch.Generator(device="cpu").manual_seed(seed)
-            if valid.grammar is not None:
-                from engine.guided.matcher import GrammarState  # xgrammar: guided requests only
-
-                seq.grammar = GrammarState(valid.grammar)
+            if valid.grammar is not None and params.guided is not None:
+                seq.grammar = self.grammars.new_state(valid.grammar, params.guided)
             req.seqs.append(seq)
         self.scheduler.add_request(req)
         self.requests[request_id] = req
@@ -316,13 +314,14 @@ class EngineCore:
         return sampled, dict(zip(seqs, out.logprobs, strict=True))
 
     def _advance_grammar(self, seq: SequenceState) -> None:
-        """Feed the new token to the sequence's grammar; a terminated grammar ends it."""
+        """Feed the new token to the sequence's grammar; a terminated grammar (or an object
+        its repeat guard saw twice) ends it."""
         token = seq.output_token_ids[-1]
         if not seq.grammar.accept(token):
             # The mask forbade this token, so this is a bug, not the client's: end cleanly.
             logger.error("request %s: grammar rejected token %d", seq.request.request_id, token)
             self.scheduler.finish(seq, SequenceStatus.FINISHED_STOPPED)
-        elif seq.grammar.terminated:
+        elif seq.grammar.terminated or seq.grammar.repeated:
             self.scheduler.finish(seq, SequenceStatus.FINISHED_STOPPED)
         if seq.status.finished:
             seq.grammar = None

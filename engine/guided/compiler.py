@@ -5,10 +5,14 @@ compiled grammars keyed by the spec's canonical JSON, so a schema sent with ever
 is compiled once. Compiling may happen on the server's event loop thread (to refuse a bad
 schema with a 400 before anything is queued) and on the engine thread; the lock keeps the
 cache consistent.
+
+Every grammar is compiled from its EBNF text after `bound_numbers` (engine/guided/bounds.py)
+has bounded the JSON number literals the schema leaves unbounded.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections import OrderedDict
@@ -18,7 +22,10 @@ from typing import TYPE_CHECKING
 import xgrammar as xgr
 
 from engine.errors import InvalidRequest
+from engine.guided.bounds import bound_numbers
+from engine.guided.matcher import GrammarState
 from engine.guided.options import GuidedDecoding
+from engine.guided.repeat_guard import RepeatGuard
 from engine.guided.schema_fix import fix_schema
 
 if TYPE_CHECKING:
@@ -28,27 +35,27 @@ MAX_CACHED_GRAMMARS = 256
 _CPP_PREFIX = re.compile(r"^(\[[^\]]*\]\s*)?(\S+\.(cc|h):\d+:\s*)?")
 
 
-def tokenizer_info(tokenizer: Tokenizer, eos_token_ids: Iterable[int],
-                   model_vocab_size: int) -> xgr.TokenizerInfo:
+def vocab_bytes(tokenizer: Tokenizer, model_vocab_size: int) -> list[bytes]:
     """The vocabulary as raw byte strings, as xgrammar wants it.
 
     Special tokens get b"" (xgrammar then never lets them appear inside constrained text,
-    though `<|im_end|>` would otherwise spell a valid string piece); the EOS ids are the stop
-    tokens a finished grammar allows. The model's logits may be wider than the tokenizer (a
-    padded vocabulary): `vocab_size` covers every logit, the extra ids are always masked.
+    though `<|im_end|>` would otherwise spell a valid string piece).
     """
     size = min(tokenizer.vocab_size, model_vocab_size)
     special = tokenizer.all_special_ids
-    vocab = [b"" if i in special else tokenizer.token_bytes(i) for i in range(size)]
-    stops = sorted(i for i in set(eos_token_ids) if i < size)
-    return xgr.TokenizerInfo(vocab, xgr.VocabType.RAW, vocab_size=model_vocab_size,
-                             stop_token_ids=stops)
+    return [b"" if i in special else tokenizer.token_bytes(i) for i in range(size)]
 
 
 class GrammarBackend:
     def __init__(self, tokenizer: Tokenizer, eos_token_ids: Iterable[int],
                  model_vocab_size: int) -> None:
-        self.info = tokenizer_info(tokenizer, eos_token_ids, model_vocab_size)
+        self.token_bytes = vocab_bytes(tokenizer, model_vocab_size)
+        # The EOS ids are the stop tokens a finished grammar allows. The model's logits may be
+        # wider than the tokenizer (a padded vocabulary): `vocab_size` covers every logit,
+        # the extra ids are always masked.
+        stops = sorted(i for i in set(eos_token_ids) if i < len(self.token_bytes))
+        self.info = xgr.TokenizerInfo(self.token_bytes, xgr.VocabType.RAW,
+                                      vocab_size=model_vocab_size, stop_token_ids=stops)
         self.vocab_size = model_vocab_size
         # One compile thread: the machine's cores belong to the model.
         self._compiler = xgr.GrammarCompiler(self.info, max_threads=1, cache_enabled=False)
@@ -68,6 +75,11 @@ class GrammarBackend:
                 self._cache.popitem(last=False)
             return compiled
 
+    def new_state(self, compiled: xgr.CompiledGrammar, spec: GuidedDecoding) -> GrammarState:
+        """A fresh sequence's grammar state (with the spec's repeat guard, if any)."""
+        guard = RepeatGuard(spec.stop_on_repeat) if spec.stop_on_repeat else None
+        return GrammarState(compiled, guard, self.token_bytes)
+
     @property
     def num_cached(self) -> int:
         return len(self._cache)
@@ -76,14 +88,18 @@ class GrammarBackend:
         try:
             if spec.json_object:
                 # Any object (not any JSON value): the schema {"type": "object"}, lenient.
-                return self._compiler.compile_json_schema(
-                    {"type": "object"}, any_whitespace=False, strict_mode=False)
-            if spec.json_schema is not None:
+                grammar = xgr.Grammar.from_json_schema(
+                    json.dumps({"type": "object"}), any_whitespace=False, strict_mode=False)
+            elif spec.json_schema is not None:
                 # Compact separators and no free whitespace: a weak model cannot wander off
                 # into endless blanks, and the output is what json.dumps would write.
-                return self._compiler.compile_json_schema(
-                    fix_schema(spec.json_schema), any_whitespace=False, strict_mode=True)
-            return self._compiler.compile_structural_tag(fix_schema(spec.structural_tag))
+                grammar = xgr.Grammar.from_json_schema(
+                    json.dumps(fix_schema(spec.json_schema)), any_whitespace=False,
+                    strict_mode=True)
+            else:
+                grammar = xgr.Grammar.from_structural_tag(
+                    json.dumps(fix_schema(spec.structural_tag)))
+            return self._compiler.compile_grammar(bound_numbers(str(grammar)))
         except (RuntimeError, ValueError, TypeError) as e:
             # xgrammar's messages start with a time and a C++ source location: drop them.
             reason = _CPP_PREFIX.sub("", str(e).strip().splitlines()[0])
