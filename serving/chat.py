@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from engine import CompletionOutput, GuidedDecoding, PositionLogprobs, RequestOutput
+from engine import CompletionOutput, PositionLogprobs, RequestOutput
 from serving.errors import bad_request
 from serving.generation import Generation, serve
 from serving.requests import ChatCompletionRequest, parse_request
@@ -149,9 +149,9 @@ async def create_chat_completion(request: web.Request,
     tools = req.check_supported()
     # The call format and the prompt follow the requested model's chat template.
     template = state.resolve(req.model).engine.tokenizer.chat_template
-    plan = plan_tools(tools, template)
-    if plan is not None:
-        req.set_guided(GuidedDecoding(structural_tag=plan.structural_tag()))
+    plan = plan_tools(tools, template, state.settings.max_tool_calls)
+    if plan is not None:  # the tools' grammar, with the response_format's for a text answer
+        req.set_guided(plan.guided(req.guided))
     messages = await with_retrieved_context(state, raw, req.template_messages())  # RAG hook
     messages, template_tools = prepare_messages(
         messages, tools, template, plan.fmt if plan else None)

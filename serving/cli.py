@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-body-bytes", type=byte_size, default=ServerSettings.max_body_bytes)
     s.add_argument("--shutdown-grace", type=float, default=ServerSettings.shutdown_grace_s,
                    help="seconds in-flight requests get to finish on SIGINT/SIGTERM")
+    s.add_argument("--max-tool-calls", type=int, default=ServerSettings.max_tool_calls,
+                   help="most tool calls in one assistant message (enforced by the grammar)")
     s.add_argument("--log-prompts", action="store_true", help="log prompts (off: privacy)")
     s.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error", "critical"])
@@ -226,7 +228,7 @@ def fallback_rules(rules: list[str], specs: list[ModelSpec]) -> dict[str, str]:
 
 def parse_args(argv: list[str] | None = None) -> ServePlan:
     args = build_parser().parse_args(argv)
-    for flag in ("max_waiting_requests", "max_body_bytes"):
+    for flag in ("max_waiting_requests", "max_body_bytes", "max_tool_calls"):
         if getattr(args, flag) <= 0:
             raise CLIError(f"--{flag.replace('_', '-')} must be positive")
     if args.shutdown_grace < 0:
@@ -238,7 +240,8 @@ def parse_args(argv: list[str] | None = None) -> ServePlan:
                               max_body_bytes=args.max_body_bytes,
                               max_waiting_requests=args.max_waiting_requests,
                               log_prompts=args.log_prompts,
-                              shutdown_grace_s=args.shutdown_grace)
+                              shutdown_grace_s=args.shutdown_grace,
+                              max_tool_calls=args.max_tool_calls)
     embedding, retrieval = embedding_plan(args, specs)
     return ServePlan(specs, fallback_rules(args.fallback, specs), settings, args.host,
                      args.port, args.log_level, embedding, retrieval)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from serving.errors import model_not_found
 from serving.retrieval.service import RetrievalService
 from serving.served import ServedEncoder, ServedModel
+from serving.tools.formats import DEFAULT_MAX_TOOL_CALLS
 
 
 @dataclass
@@ -16,6 +17,7 @@ class ServerSettings:
     max_waiting_requests: int = 256  # beyond this, 503 with Retry-After
     log_prompts: bool = False
     shutdown_grace_s: float = 10.0
+    max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS  # per assistant message, by grammar
 
 
 @dataclass
