@@ -106,6 +106,9 @@ class SequenceUpdate:
     finish_reason: str | None  # "stop" | "length" | "abort" | None while running
     stop_reason: int | None  # the stop token id that matched (stop strings are found later)
     num_cached_tokens: int  # the request's prompt tokens served by the prefix cache
+    # A "stop" normally ends on a stop token, whose text is not output; a repeat guard ends
+    # on an ordinary token, which belongs to the text.
+    last_token_is_text: bool = False
 
 
 class EngineCore:
@@ -265,10 +268,11 @@ class EngineCore:
         self.stats.computed_tokens += sched.num_batched_tokens
         self.stats.generated_tokens += len(updated)
         for seq in updated:
-            if seq.grammar is not None:
-                self._advance_grammar(seq)
+            guarded = self._advance_grammar(seq) if seq.grammar is not None else False
             entry = logprobs.get(seq)
-            updates.append(self._update(seq, 1, [entry] if entry is not None else None))
+            update = self._update(seq, 1, [entry] if entry is not None else None)
+            update.last_token_is_text = guarded
+            updates.append(update)
         for req in {seq.request for seq in updated}:
             self._forget_if_finished(req)
         return updates
@@ -313,15 +317,20 @@ class EngineCore:
             sampled.setdefault(leader, []).append(token)
         return sampled, dict(zip(seqs, out.logprobs, strict=True))
 
-    def _advance_grammar(self, seq: SequenceState) -> None:
-        """Feed the new token to the sequence's grammar; a terminated grammar (or an object
-        its repeat guard saw twice) ends it."""
+    def _advance_grammar(self, seq: SequenceState) -> bool:
+        """Feed the new token to the sequence's grammar; a terminated grammar ends it, and so
+        does an object its repeat guard saw twice (True then: the token is text)."""
         token = seq.output_token_ids[-1]
+        guarded = False
         if not seq.grammar.accept(token):
             # The mask forbade this token, so this is a bug, not the client's: end cleanly.
             logger.error("request %s: grammar rejected token %d", seq.request.request_id, token)
             self.scheduler.finish(seq, SequenceStatus.FINISHED_STOPPED)
-        elif seq.grammar.terminated or seq.grammar.repeated:
+        elif seq.grammar.terminated:
+            self.scheduler.finish(seq, SequenceStatus.FINISHED_STOPPED)
+        elif seq.grammar.repeated and not seq.status.finished:
+            guarded = True
             self.scheduler.finish(seq, SequenceStatus.FINISHED_STOPPED)
         if seq.status.finished:
             seq.grammar = None
+        return guarded

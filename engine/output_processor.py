@@ -147,7 +147,7 @@ class OutputProcessor:
                 sample.logprobs.append(self._position_logprobs(entry))
                 sample.new_logprobs += 1
         ids = u.new_token_ids
-        if u.finish_reason == "stop" and ids:
+        if u.finish_reason == "stop" and ids and not u.last_token_is_text:
             # The core stops on EOS, a stop token id or a finished grammar (stop strings are
             # found here): that token's text never reaches the output.
             ids = ids[:-1]

@@ -3,6 +3,8 @@ marker repeats one written before (engine/guided/repeat_guard.py)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from engine import LLM, GuidedDecoding, SamplingParams
@@ -71,6 +73,9 @@ def test_a_model_that_never_stops_calling_is_ended_by_its_first_repeat(
             max_tokens=200, seed=seed, logit_bias={e: -100.0 for e in eos},
             guided=GuidedDecoding(structural_tag=CALLS, stop_on_repeat="<c>")))[0].outputs[0]
         assert out.finish_reason == "stop", out.text
+        # The repeat is written out whole: the token that closed it is text, not a stop token.
+        last = json.loads(out.text.rsplit("<c>", 1)[1])
         zones = [part.split('"')[3] for part in out.text.split("<c>")[1:]]
+        assert last == {"zone": zones[-1]}
         assert 2 <= len(zones) <= 3 and zones[-1] in zones[:-1], out.text
         assert len(set(zones[:-1])) == len(zones) - 1
