@@ -6,8 +6,8 @@ is compiled once. Compiling may happen on the server's event loop thread (to ref
 schema with a 400 before anything is queued) and on the engine thread; the lock keeps the
 cache consistent.
 
-Every grammar is compiled from its EBNF text after `bound_numbers` (engine/guided/bounds.py)
-has bounded the JSON number literals the schema leaves unbounded.
+Every grammar is compiled from its EBNF text after `bound_literals` (engine/guided/bounds.py)
+has bounded the JSON numbers and strings the schema leaves unbounded.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import xgrammar as xgr
 
 from engine.errors import InvalidRequest
-from engine.guided.bounds import bound_numbers
+from engine.guided.bounds import DEFAULT_MAX_STRING_CHARS, bound_literals
 from engine.guided.matcher import GrammarState
 from engine.guided.options import GuidedDecoding
 from engine.guided.repeat_guard import RepeatGuard
@@ -57,6 +57,7 @@ class GrammarBackend:
         self.info = xgr.TokenizerInfo(self.token_bytes, xgr.VocabType.RAW,
                                       vocab_size=model_vocab_size, stop_token_ids=stops)
         self.vocab_size = model_vocab_size
+        self.max_string_chars = DEFAULT_MAX_STRING_CHARS  # grammars compiled from now on
         # One compile thread: the machine's cores belong to the model.
         self._compiler = xgr.GrammarCompiler(self.info, max_threads=1, cache_enabled=False)
         self._cache: OrderedDict[str, xgr.CompiledGrammar] = OrderedDict()
@@ -64,13 +65,14 @@ class GrammarBackend:
 
     def compile(self, spec: GuidedDecoding) -> xgr.CompiledGrammar:
         """The compiled grammar of `spec`; ValueError (starting with "guided") if invalid."""
+        key = f"{self.max_string_chars}:{spec.key}"  # the bound is part of the grammar
         with self._lock:
-            hit = self._cache.get(spec.key)
+            hit = self._cache.get(key)
             if hit is not None:
-                self._cache.move_to_end(spec.key)
+                self._cache.move_to_end(key)
                 return hit
             compiled = self._compile(spec)
-            self._cache[spec.key] = compiled
+            self._cache[key] = compiled
             if len(self._cache) > MAX_CACHED_GRAMMARS:
                 self._cache.popitem(last=False)
             return compiled
@@ -99,7 +101,8 @@ class GrammarBackend:
             else:
                 grammar = xgr.Grammar.from_structural_tag(
                     json.dumps(fix_schema(spec.structural_tag)))
-            return self._compiler.compile_grammar(bound_numbers(str(grammar)))
+            return self._compiler.compile_grammar(
+                bound_literals(str(grammar), self.max_string_chars))
         except (RuntimeError, ValueError, TypeError) as e:
             # xgrammar's messages start with a time and a C++ source location: drop them.
             reason = _CPP_PREFIX.sub("", str(e).strip().splitlines()[0])

@@ -3,8 +3,9 @@
 The tiny random model with EOS banned (logit_bias) is a model that never wants to stop: any
 guided request that can only end through EOS would run to max_tokens. Each shape here must
 end through its grammar (bounded numbers, a bounded call list) or the repeat guard, far
-below max_tokens. Strings are bounded in these schemas (maxLength / enum): unbounded strings
-are the documented exception (README, "Tool calling and structured output").
+below max_tokens. Strings are bounded in these schemas (maxLength / enum): the default bound
+of an unbounded string (4096 characters) is longer than these runs (tests/engine/guided/
+test_bounds.py checks it with a smaller one).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Unbounded JSON numbers are bounded in every compiled grammar (engine/guided/bounds.py):
-at most 19 integer digits, 19 fraction digits and 2 exponent digits where the schema gives
-no bound; the schema's own bounds, patterns and literals are left as they are."""
+"""Unbounded JSON literals are bounded in every compiled grammar (engine/guided/bounds.py):
+at most 19 integer digits, 19 fraction digits and 2 exponent digits, and a string's length,
+where the schema gives no bound; the schema's own bounds, patterns and literals are left as
+they are."""
 
 from __future__ import annotations
 
@@ -96,3 +97,68 @@ def test_a_model_that_only_wants_digits_still_ends(llm: LLM) -> None:
     area = re.fullmatch(r'\{"population": 1{19}, "area": (.*)\}', out.text)
     assert area is not None and re.fullmatch(r"1{19}(\.1{1,19})?([eE][+-]?1{1,2})?",
                                              area.group(1)), out.text
+
+
+# ---- strings ----------------------------------------------------------------------------
+
+STRINGS = {"type": "object", "properties": {
+    "s": {"type": "string"},
+    "short": {"type": "string", "maxLength": 20},  # the schema's own bound (pattern rewrite)
+    "code": {"type": "string", "pattern": "^[a-z]+$"},
+    "kind": {"enum": ["x" * 30]},
+}, "required": ["s", "short", "code", "kind"]}
+
+
+@pytest.fixture
+def small_strings(llm: LLM):
+    backend = llm.llm_engine.core.grammars
+    before = backend.max_string_chars
+    backend.max_string_chars = 12  # for grammars compiled in this test
+    yield llm
+    backend.max_string_chars = before
+
+
+def strings_doc(s: str, short: str = "ok", code: str = "abc") -> str:
+    """The document with `s` written as the JSON text of the string's body."""
+    kind = "x" * 30
+    return f'{{"s": "{s}", "short": "{short}", "code": "{code}", "kind": "{kind}"}}'
+
+
+@pytest.mark.parametrize(("s", "ok"), [
+    ("a" * 12, True), ("a" * 13, False), ("", True),
+    ("é東🙂 and ü", True),  # characters, not bytes, count
+    ('a\\"b\\n\\\\', True),  # escapes, counted as written: 8 characters
+    ("\\u00e9" * 2, True), ("\\u00e9" * 3, False),
+])
+def test_unbounded_strings_get_the_default_bound(small_strings: LLM, s: str, ok: bool) -> None:
+    spec = GuidedDecoding(json_schema=STRINGS)
+    assert accepts(small_strings, spec, strings_doc(s)) is ok
+    # the schema's own bounds and literals are unchanged
+    assert accepts(small_strings, spec, strings_doc("a", short="b" * 20, code="z" * 40))
+    assert not accepts(small_strings, spec, strings_doc("a", short="b" * 21))
+
+
+def test_bounded_strings_stay_json_strings(small_strings: LLM) -> None:
+    spec = GuidedDecoding(json_schema=STRINGS)
+    for bad in ('a"b', "a\nb", "a\tb", "a\\qb", "a\\u12"):  # raw quote / controls, bad escapes
+        assert not accepts(small_strings, spec, strings_doc(bad)), bad
+    obj = GuidedDecoding(json_object=True)  # keys and values of any object
+    k12, k13, v12, v13 = "k" * 12, "k" * 13, "v" * 12, "v" * 13
+    assert accepts(small_strings, obj, f'{{"{k12}": "{v12}"}}')
+    assert not accepts(small_strings, obj, f'{{"{k13}": 1}}')
+    assert not accepts(small_strings, obj, f'{{"k": ["{v13}"]}}')
+
+
+def test_a_model_that_never_closes_its_strings_still_ends(small_strings: LLM) -> None:
+    """EOS banned and unbounded strings: only the bounds can end these."""
+    eos = small_strings.llm_engine.core.eos_token_ids
+    schema = {"type": "object", "properties": {
+        "a": {"type": "string"}, "b": {"type": "array", "items": {"type": "string"},
+                                       "maxItems": 3}}, "required": ["a", "b"]}
+    for seed in range(4):
+        out = small_strings.generate("x", SamplingParams(
+            max_tokens=200, seed=seed, logit_bias={e: -100.0 for e in eos},
+            guided=GuidedDecoding(json_schema=schema)))[0].outputs[0]
+        assert out.finish_reason == "stop", out.text
+        assert len(out.token_ids) < 120
+        assert set(json.loads(out.text)) == {"a", "b"}
