@@ -56,5 +56,5 @@ def plan_tools(tools: ToolRequest | None, template: str | None,
     return ToolPlan(tools, fmt, max_calls)
 
 
-__all__ = ["DEFAULT_MAX_TOOL_CALLS", "ParsedMessage", "ToolPlan", "ToolRequest", "ToolStreamer", "finish_reason",
-           "parse_message", "plan_tools", "prepare_messages", "tool_request"]
+__all__ = ["DEFAULT_MAX_TOOL_CALLS", "ParsedMessage", "ToolPlan", "ToolRequest", "ToolStreamer",
+           "finish_reason", "parse_message", "plan_tools", "prepare_messages", "tool_request"]
