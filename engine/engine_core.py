@@ -140,6 +140,9 @@ class SequenceUpdate:
     # With prompt_logprobs: the whole prompt's (entry i for prompt token i + 1), once, on
     # the request's first update after its prefill.
     prompt_logprobs: list[TokenLogprobs] | None = None
+    # A "stop" normally ends on a stop token, whose text is not output; a repeat guard ends
+    # on an ordinary token, which belongs to the text.
+    last_token_is_text: bool = False
 
 
 class EngineCore:
@@ -239,10 +242,8 @@ class EngineCore:
             seed = params.seed + i if params.seed is not None else self._seeds.getrandbits(63)
             seq = SequenceState(next(self._seq_ids), req, i)
             seq.generator = torch.Generator(device="cpu").manual_seed(seed)
-            if valid.grammar is not None:
-                from engine.guided.matcher import GrammarState  # xgrammar: guided requests only
-
-                seq.grammar = GrammarState(valid.grammar)
+            if valid.grammar is not None and params.guided is not None:
+                seq.grammar = self.grammars.new_state(valid.grammar, params.guided)
             req.seqs.append(seq)
         self.scheduler.add_request(req)
         self.requests[request_id] = req
@@ -310,11 +311,11 @@ class EngineCore:
         self._count(sched, updated, emitted)
         updates = []
         for seq in updated:
-            if seq.grammar is not None:
-                self._advance_grammar(seq)
+            guarded = self._advance_grammar(seq) if seq.grammar is not None else False
             num_new = emitted.get(seq, 1)
             entries = logprobs.get(seq)
             update = self._update(seq, num_new, entries[:num_new] if entries else None)
+            update.last_token_is_text = guarded
             req = seq.request
             if req.params.prompt_logprobs is not None and not req.prompt_logprobs_sent:
                 update.prompt_logprobs, req.prompt_logprobs_sent = req.prompt_logprobs, True
@@ -424,14 +425,20 @@ class EngineCore:
                 logprobs[item.seq] = result.logprobs
         return sampled, logprobs
 
-    def _advance_grammar(self, seq: SequenceState) -> None:
-        """Feed the new token to the sequence's grammar; a terminated grammar ends it."""
+    def _advance_grammar(self, seq: SequenceState) -> bool:
+        """Feed the new token to the sequence's grammar; a terminated grammar ends it, and so
+        does an object its repeat guard saw twice (True then: the token is text)."""
         token = seq.output_token_ids[-1]
+        guarded = False
         if not seq.grammar.accept(token):
             # The mask forbade this token, so this is a bug, not the client's: end cleanly.
             logger.error("request %s: grammar rejected token %d", seq.request.request_id, token)
             self.scheduler.finish(seq, SequenceStatus.FINISHED_STOPPED)
         elif seq.grammar.terminated:
             self.scheduler.finish(seq, SequenceStatus.FINISHED_STOPPED)
+        elif seq.grammar.repeated and not seq.status.finished:
+            guarded = True
+            self.scheduler.finish(seq, SequenceStatus.FINISHED_STOPPED)
         if seq.status.finished:
             seq.grammar = None
+        return guarded

@@ -146,9 +146,10 @@ class OutputProcessor:
         sample.changed = True
         ids, entries = u.new_token_ids, u.new_logprobs
         text_ids = ids
-        if u.finish_reason == "stop" and ids:
+        if u.finish_reason == "stop" and ids and not u.last_token_is_text:
             # The core stops on EOS, a stop token id or a finished grammar (stop strings are
-            # found here): that token's text never reaches the output.
+            # found here): that token's text never reaches the output. (A repeat guard ends
+            # on an ordinary token, which is text.)
             text_ids = ids[:-1]
         detok = sample.detokenizer
         if has_stop_strings and len(text_ids) > 1:

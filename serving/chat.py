@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from engine import CompletionOutput, GuidedDecoding, PositionLogprobs, RequestOutput
+from engine import CompletionOutput, PositionLogprobs, RequestOutput
 from serving.errors import bad_request
 from serving.generation import Generation, serve
 from serving.offload import off_loop
@@ -162,9 +162,9 @@ def _parse_chat(state: ServerState, raw: bytes) -> _ChatRequest:
     tools = req.check_supported()
     # The call format and the prompt follow the requested model's chat template.
     template = state.resolve(req.model).engine.tokenizer.chat_template
-    plan = plan_tools(tools, template)
-    if plan is not None:
-        req.set_guided(GuidedDecoding(structural_tag=plan.structural_tag()))
+    plan = plan_tools(tools, template, state.settings.max_tool_calls)
+    if plan is not None:  # the tools' grammar, with the response_format's for a text answer
+        req.set_guided(plan.guided(req.guided))
     return _ChatRequest(body, req, tools, template, plan)
 
 

@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a request's body has to arrive whole (then 408)")
     s.add_argument("--max-connections", type=int, default=ServerSettings.max_connections,
                    help="open connections beyond this are answered 503 and closed")
+    s.add_argument("--max-tool-calls", type=int, default=ServerSettings.max_tool_calls,
+                   help="most tool calls in one assistant message (enforced by the grammar)")
     s.add_argument("--log-prompts", action="store_true", help="log prompts (off: privacy)")
     s.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error", "critical"])
@@ -241,7 +243,7 @@ def fallback_rules(rules: list[str], specs: list[ModelSpec]) -> dict[str, str]:
 def parse_args(argv: list[str] | None = None) -> ServePlan:
     args = build_parser().parse_args(argv)
     for flag in ("max_waiting_requests", "max_prompts_per_request", "max_body_bytes",
-                 "header_timeout", "body_timeout", "max_connections"):
+                 "header_timeout", "body_timeout", "max_connections", "max_tool_calls"):
         if getattr(args, flag) <= 0:
             raise CLIError(f"--{flag.replace('_', '-')} must be positive")
     if args.shutdown_grace < 0:
@@ -258,7 +260,8 @@ def parse_args(argv: list[str] | None = None) -> ServePlan:
                               data_dir=Path(args.data_dir).expanduser(),
                               header_timeout_s=args.header_timeout,
                               body_timeout_s=args.body_timeout,
-                              max_connections=args.max_connections)
+                              max_connections=args.max_connections,
+                              max_tool_calls=args.max_tool_calls)
     embedding, retrieval = embedding_plan(args, specs)
     return ServePlan(specs, fallback_rules(args.fallback, specs), settings, args.host,
                      args.port, args.log_level, embedding, retrieval)

@@ -2,7 +2,9 @@
 final hidden states) the chat models.
 
 `input` is a string, a list of strings, token ids, or a list of token-id lists (token ids go
-to the model as given: for a BERT model, with its [CLS] ... [SEP]). `encoding_format`
+to the model as given: for a BERT model, with its [CLS] ... [SEP], and only if its tokenizer
+could have produced them; other ids, such as another model's, are a 400 that says to send
+the text). `encoding_format`
 "base64" is little-endian float32. `dimensions` keeps the first d values and re-normalises.
 An input over the model's length is a 400 naming both numbers unless `truncate` is true
 (an extension, as in Hugging Face's text-embeddings-inference): then its first tokens are
@@ -22,6 +24,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import EmbeddingOutput
+from engine.embedding import ForeignTokenIds
 from serving.errors import bad_request
 from serving.offload import off_loop
 from serving.request_keys import MODEL, PROMPT, USAGE
@@ -89,6 +92,10 @@ async def embed_inputs(state: ServerState, model: str, inputs: list[EmbedInput],
             outputs = await target.encoder.embed(inputs, truncate)
         else:
             outputs = await target.engine.embed(inputs, pooling or "mean", True, truncate)
+    except ForeignTokenIds as e:  # ids made by another model's tokenizer
+        raise bad_request(f"{e} (e.g. langchain's OpenAIEmbeddings tokenizes for OpenAI's "
+                          "models unless it is given check_embedding_ctx_length=False).",
+                          "input") from None
     except ValueError as e:  # over-length inputs, ids out of the vocabulary
         code = "context_length_exceeded" if "maximum input length" in str(e) else None
         raise bad_request(str(e), "input", code) from None

@@ -126,6 +126,11 @@ class SamplingRequest(_Strict):
     def set_guided(self, guided: GuidedDecoding | None) -> None:
         self._guided = guided
 
+    @property
+    def guided(self) -> GuidedDecoding | None:
+        """The grammar chosen so far (after check_supported: the response_format's)."""
+        return self._guided
+
     def param_for(self, engine_param: str | None) -> str | None:
         """The request field an engine InvalidRequest.param stands for (OpenAI's `param`)."""
         if engine_param == "prompt":
@@ -201,12 +206,9 @@ class ChatCompletionRequest(SamplingRequest):
         if self.top_logprobs is not None and not self.logprobs:
             raise bad_request("top_logprobs needs logprobs set to true", "top_logprobs")
         self._check_content()
-        tools = tool_request(self.tools, self.tool_choice, self.functions, self.function_call,
-                             self.parallel_tool_calls)
-        if tools is not None and self._guided is not None:
-            raise bad_request("response_format json_object / json_schema cannot be combined "
-                              "with tools the model may call", "response_format")
-        return tools
+        # With tools, a JSON response_format constrains the text answer (serving/chat.py).
+        return tool_request(self.tools, self.tool_choice, self.functions, self.function_call,
+                            self.parallel_tool_calls)
 
     def _check_content(self) -> None:
         for i, message in enumerate(self.messages):

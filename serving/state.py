@@ -8,6 +8,7 @@ from pathlib import Path
 from serving.errors import model_not_found
 from serving.retrieval.service import RetrievalService
 from serving.served import ServedEncoder, ServedModel
+from serving.tools.formats import DEFAULT_MAX_TOOL_CALLS
 
 
 @dataclass
@@ -28,6 +29,7 @@ class ServerSettings:
     header_timeout_s: float = 30.0
     body_timeout_s: float = 120.0
     max_connections: int = 512
+    max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS  # per assistant message, by grammar
 
 
 @dataclass

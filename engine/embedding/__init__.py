@@ -3,5 +3,7 @@
 from engine.embedding.async_encoder import AsyncSentenceEncoder
 from engine.embedding.pooling import POOLING_MODES, PoolingConfig
 from engine.embedding.sentence_encoder import EmbeddingOutput, SentenceEncoder
+from engine.embedding.token_ids import ForeignTokenIds
 
-__all__ = ["POOLING_MODES", "AsyncSentenceEncoder", "EmbeddingOutput", "PoolingConfig", "SentenceEncoder"]
+__all__ = ["POOLING_MODES", "AsyncSentenceEncoder", "EmbeddingOutput", "ForeignTokenIds",
+           "PoolingConfig", "SentenceEncoder"]

@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 
 from engine.config import parse_dtype
 from engine.embedding.pooling import PoolingConfig, pool_padded
+from engine.embedding.token_ids import TokenIdShape
 from engine.json_file import read_json
 from engine.model.bert import BertConfig, BertModel
 from engine.model.checkpoint import resolve_model_path
@@ -72,6 +73,7 @@ class SentenceEncoder:
         self.max_len = self._max_len(folder)
         self.tokenizer = self._tokenizer(folder, truncate=False)
         self._truncating = self._tokenizer(folder, truncate=True)
+        self.id_shape = TokenIdShape.of(self.tokenizer, self.config.pad_token_id)  # what token-id inputs must look like
         self.model = self._load_model(folder)
 
     @property
@@ -124,12 +126,14 @@ class SentenceEncoder:
     # ---- encoding ------------------------------------------------------------------------
 
     def tokenize(self, inputs: Sequence[EmbedInput], truncate: bool = False) -> list[list[int]]:
-        """Token ids per input, special tokens included; token-id inputs are taken as given.
+        """Token ids per input, special tokens included; token-id inputs are taken as given
+        when they are what the tokenizer makes of a text ([CLS] ... [SEP]).
 
-        Raises ValueError for an empty input, bad ids, or one over max_len (unless truncate).
+        Raises ValueError for an empty input, bad ids, or one over max_len (unless truncate);
+        ForeignTokenIds (a ValueError) for ids the tokenizer could not have produced.
         """
         out = []
-        for item in inputs:
+        for n, item in enumerate(inputs):
             if isinstance(item, str):
                 if not item:
                     raise ValueError("input must not be an empty string")
@@ -137,8 +141,10 @@ class SentenceEncoder:
                 ids = tok.encode_batch([item])[0].ids  # the batch call releases the GIL
             else:
                 ids = check_token_ids(item, self.vocab_size)
-                if truncate:
-                    ids = ids[: self.max_len]
+                self.id_shape.check(ids, "input" if len(inputs) == 1 else f"input[{n}]")
+                if truncate and len(ids) > self.max_len:  # keep the closing [SEP], as for text
+                    suffix = self.id_shape.suffix
+                    ids = ids[: self.max_len - len(suffix)] + suffix
             if len(ids) > self.max_len:
                 raise too_long(len(ids), self.max_len)
             out.append(ids)

@@ -57,7 +57,7 @@ async def create_response(request: web.Request, state: ServerState,
         conversation = earlier + conversation
     template = state.resolve(req.model).engine.tokenizer.chat_template
     tools = function_tools(req.tools)
-    plan = tool_plan(req, tools, template)
+    plan = tool_plan(req, tools, template, state.settings.max_tool_calls)
     text = text_config(req.text)
     ereq = engine_request(req, grammar(plan, text_grammar(text)), plan is not None)
     messages, template_tools = prepare_messages(

@@ -130,8 +130,8 @@ def _chat_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any] | 
                       "{\"type\": \"function\", \"name\": ...}", "tool_choice")
 
 
-def tool_plan(req: ResponsesRequest, tools: list[dict[str, Any]],
-              template: str | None) -> ToolPlan | None:
+def tool_plan(req: ResponsesRequest, tools: list[dict[str, Any]], template: str | None,
+              max_calls: int) -> ToolPlan | None:
     """The chat machinery's plan for these tools (None: the model answers in text)."""
     choice = req.tool_choice
     if not tools:
@@ -146,7 +146,7 @@ def tool_plan(req: ResponsesRequest, tools: list[dict[str, Any]],
         if e.param:
             e.param = e.param.replace(".function", "", 1)
         raise
-    return plan_tools(request, template)
+    return plan_tools(request, template, max_calls)
 
 
 # ---- text.format -------------------------------------------------------------------------
@@ -190,13 +190,10 @@ def text_grammar(text: dict[str, Any]) -> GuidedDecoding | None:
 
 
 def grammar(plan: ToolPlan | None, text_guided: GuidedDecoding | None) -> GuidedDecoding | None:
-    """One grammar for the request: the tool calls', or text.format's."""
-    if plan is not None and text_guided is not None:
-        # As on /v1/chat/completions; issue 15 part 1 lifts this for both endpoints.
-        raise bad_request("text.format json_object / json_schema cannot be combined with "
-                          "tools the model may call", "text.format")
+    """One grammar for the request: the tool calls' (under `auto`, or an answer in
+    text.format, as on /v1/chat/completions), or text.format's alone."""
     if plan is not None:
-        return GuidedDecoding(structural_tag=plan.structural_tag())
+        return plan.guided(text_guided)
     return text_guided
 
 

@@ -8,6 +8,9 @@ reads calls back out of the generated text (whole or as it streams).
 
 The grammar fixes the exact header (`{"name": "NAME", "arguments": `), so the parser can
 take `arguments` verbatim: the streamed pieces and the non-streamed string are the same text.
+It also bounds the calls: at most `max_calls` in one message, one after another with only the
+format's separator between them, and nothing after the last (the engine's repeat guard ends
+the message when a call repeats an earlier one; see engine/guided/repeat_guard.py).
 """
 
 from __future__ import annotations
@@ -22,11 +25,15 @@ from serving.tools.definitions import Function, ToolRequest
 _DECODER = json.JSONDecoder()
 
 
+DEFAULT_MAX_TOOL_CALLS = 16  # per assistant message; the server's --max-tool-calls
+
+
 @dataclass
 class PartialCall:
     name: str | None  # None until the header is complete
     arguments: str  # the raw JSON text so far (trailing undecided characters held back)
     complete: bool
+    closed: bool = False  # the arguments' JSON object is complete (the wrapper may not be)
 
 
 @dataclass
@@ -63,22 +70,33 @@ class ToolCallFormat:
                 "content": {"type": "json_schema", "json_schema": fn.parameters,
                             "max_whitespace_cnt": 1}}
 
-    def structural_tag(self, tools: ToolRequest) -> dict[str, Any]:
-        """xgrammar structural tag: `auto` is free text with triggered calls; `required` and
-        a named function allow nothing but calls (a named choice makes exactly one call, as
-        OpenAI's does; `required` makes one unless parallel)."""
+    def structural_tag(self, tools: ToolRequest, answer: dict[str, Any] | None = None,
+                       max_calls: int = DEFAULT_MAX_TOOL_CALLS) -> dict[str, Any]:
+        """xgrammar structural tag.
+
+        - `auto`: free text, or free text then calls; with `answer` (the response_format's
+          format element) instead: either an answer in that format or calls, nothing else;
+        - `required`: calls only; a named function: exactly that one call (as OpenAI does).
+        Calls come one after another, separated by `separator`, at most `max_calls` of them
+        (one unless parallel), and end the message.
+        """
         tags = [self._tag(f) for f in tools.allowed]
-        one = not tools.parallel
+        if tools.choice == "named":
+            return {"type": "structural_tag", "format": tags[0]}
+        one_call = tags[0] if len(tags) == 1 else {"type": "or", "elements": tags}
+        more = max_calls - 1 if tools.parallel else 0
+        rest = [{"type": "repeat", "min": 0, "max": more, "content": {
+            "type": "sequence",
+            "elements": [{"type": "const_string", "value": self.separator}, one_call]}}
+            ] if more > 0 else []
+        if tools.choice == "auto" and answer is None:
+            first = {"type": "triggered_tags", "triggers": [self.trigger], "tags": tags,
+                     "at_least_one": False, "stop_after_first": True}
+            return {"type": "structural_tag", "format": _sequence([first, *rest])}
+        calls = _sequence([one_call, *rest])
         if tools.choice == "auto":
-            fmt: dict[str, Any] = {"type": "triggered_tags", "triggers": [self.trigger],
-                                   "tags": tags, "at_least_one": False,
-                                   "stop_after_first": one}
-        elif tools.choice == "named":
-            fmt = tags[0]
-        else:
-            fmt = {"type": "tags_with_separator", "tags": tags, "separator": self.separator,
-                   "at_least_one": True, "stop_after_first": one}
-        return {"type": "structural_tag", "format": fmt}
+            calls = {"type": "or", "elements": [answer, calls]}
+        return {"type": "structural_tag", "format": calls}
 
     # ---- parsing -------------------------------------------------------------------------
 
@@ -99,13 +117,18 @@ class ToolCallFormat:
                 return out
             out.content += text[pos:start]
             call, pos = self._scan_call(text, start, final)
+            if call is None:
+                out.content += text[start:]
+                return out
             out.calls.append(call)
             if not call.complete:
                 return out
 
-    def _scan_call(self, text: str, start: int, final: bool) -> tuple[PartialCall, int]:
+    def _scan_call(self, text: str, start: int, final: bool) -> tuple[PartialCall | None, int]:
         m = self._HEADER.match(text, start)
         if m is None:
+            if final and _is_json(text, start):
+                return None, start  # a JSON answer that starts like a call (Llama 3's)
             return PartialCall(None, "", False), len(text)
         name = json.loads(f'"{m.group(1)}"')
         body_at = m.end()
@@ -117,13 +140,26 @@ class ToolCallFormat:
         tail = re.compile(r"\s*\}" + re.escape(self.end)
                           + (rf"(?:\s*{re.escape(sep)})?" if sep else "")).match(text, args_end)
         if tail is None:  # the object closed; the wrapper has not yet
-            return PartialCall(name, text[body_at:args_end], False), len(text)
-        return PartialCall(name, text[body_at:args_end], True), tail.end()
+            return PartialCall(name, text[body_at:args_end], False, True), len(text)
+        return PartialCall(name, text[body_at:args_end], True, True), tail.end()
 
     @staticmethod
     def _undecided_args(raw: str, final: bool) -> str:
         # Trailing '}' and blanks may belong to the wrapper, not the arguments: wait.
         return raw if final else raw.rstrip("} \n\t")
+
+
+def _sequence(elements: list[dict[str, Any]]) -> dict[str, Any]:
+    return elements[0] if len(elements) == 1 else {"type": "sequence", "elements": elements}
+
+
+def _is_json(text: str, start: int) -> bool:
+    """`text[start:]` is exactly one JSON value (blanks around it allowed)."""
+    try:
+        _, end = _DECODER.raw_decode(text, start)
+    except ValueError:
+        return False
+    return not text[end:].strip()
 
 
 class HermesFormat(ToolCallFormat):

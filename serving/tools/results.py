@@ -1,8 +1,14 @@
 """Turning generated text into the message fields OpenAI clients read: `tool_calls` (or the
-legacy `function_call`), `content`, `finish_reason`, whole or as streamed deltas."""
+legacy `function_call`), `content`, `finish_reason`, whole or as streamed deltas.
+
+A call that repeats an earlier one of the same message (same name, same arguments as JSON
+values) ends the call list: it and anything after it are dropped. The engine's repeat guard
+stops generating right there, so this only ever drops the one repeated call.
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,9 +42,30 @@ class ParsedMessage:
     function_call: dict[str, Any] | None = None
 
 
+def call_key(call: PartialCall) -> tuple[str | None, str] | None:
+    """What makes two calls the same; None while the arguments are not complete JSON."""
+    try:
+        args = json.loads(call.arguments)
+    except ValueError:
+        return None
+    return call.name, json.dumps(args, sort_keys=True, separators=(",", ":"))
+
+
+def distinct_calls(calls: list[PartialCall]) -> list[PartialCall]:
+    """The calls up to (not including) the first that repeats an earlier one."""
+    seen: set[tuple[str | None, str]] = set()
+    for i, call in enumerate(calls):
+        key = call_key(call)
+        if key is not None and key in seen:
+            return calls[:i]
+        if key is not None:
+            seen.add(key)
+    return calls
+
+
 def parse_message(fmt: ToolCallFormat, tools: ToolRequest, text: str) -> ParsedMessage:
     scan = fmt.scan(text, final=True)
-    calls = [c for c in scan.calls if c.name is not None]
+    calls = distinct_calls([c for c in scan.calls if c.name is not None])
     if not calls:
         return ParsedMessage(_content(scan))
     if tools.legacy:
@@ -60,6 +87,7 @@ class ToolStreamer:
     text: str = ""
     sent_content: int = 0
     sent_args: list[int] = field(default_factory=list)
+    ended: bool = False  # a call repeated an earlier one: nothing more is sent
 
     @property
     def has_calls(self) -> bool:
@@ -74,10 +102,28 @@ class ToolStreamer:
         if len(content) > self.sent_content:
             deltas.append({"content": content[self.sent_content:]})
             self.sent_content = len(content)
-        limit = 1 if self.tools.legacy else len(scan.calls)
-        for index, call in enumerate(scan.calls[:limit]):
+        calls = scan.calls[:1] if self.tools.legacy else scan.calls
+        for index, call in enumerate(calls):
+            if self.ended or call.name is None:
+                break
+            if index == len(self.sent_args) and not self._may_start(calls, index, final):
+                break
             deltas.extend(self._call_deltas(index, call))
         return deltas
+
+    def _may_start(self, calls: list[PartialCall], index: int, final: bool) -> bool:
+        """Whether a new call may be sent. One that names an earlier call's function is held
+        until its arguments close (it may turn out to repeat that call, and then it and
+        everything after it is never sent)."""
+        call, earlier = calls[index], calls[:index]  # the earlier ones are complete
+        if all(c.name != call.name for c in earlier):
+            return True
+        if not (call.closed or final):
+            return False
+        if distinct_calls([*earlier, call])[-1] is not call:
+            self.ended = True
+            return False
+        return True
 
     def _call_deltas(self, index: int, call: PartialCall) -> list[dict[str, Any]]:
         if call.name is None:

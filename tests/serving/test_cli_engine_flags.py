@@ -1,4 +1,5 @@
-"""`python -m serving` engine flags reach the EngineConfig; absent flags keep its defaults."""
+"""`python -m serving` engine flags reach the EngineConfig; absent flags keep its defaults.
+Also --max-tool-calls, a server setting."""
 
 from __future__ import annotations
 
@@ -46,3 +47,13 @@ def test_speculative_ngram_flag() -> None:
     assert parse_args(["--speculative-ngram", "4"]).models[0].config.speculative_ngram == 4
     with pytest.raises(CLIError, match="speculative_ngram"):
         parse_args(["--speculative-ngram", "-1"])
+
+
+def test_max_tool_calls_flag_reaches_the_settings() -> None:
+    from serving.cli import CLIError
+    from serving.tools import DEFAULT_MAX_TOOL_CALLS
+
+    assert parse_args(["--model", "m"]).settings.max_tool_calls == DEFAULT_MAX_TOOL_CALLS
+    assert parse_args(["--model", "m", "--max-tool-calls", "3"]).settings.max_tool_calls == 3
+    with pytest.raises(CLIError, match="--max-tool-calls must be positive"):
+        parse_args(["--model", "m", "--max-tool-calls", "0"])

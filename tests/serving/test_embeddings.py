@@ -114,6 +114,20 @@ async def test_bad_requests(emb_api: Api, body: dict, param: str) -> None:
     assert_error(resp, 400, param=param, type="invalid_request_error")
 
 
+async def test_token_ids_of_another_tokenizer_are_a_400_that_says_to_send_text(
+        emb_api: Api, offline: SentenceEncoder) -> None:
+    """langchain's default client sends OpenAI (cl100k) ids; here: ids without [CLS] [SEP]."""
+    ids = offline.tokenize(TEXTS)
+    words = ids[0][1:-1]
+    for bad in (words, [words], [ids[0], words]):
+        resp = await emb_api.post("/v1/embeddings", {"model": ENCODER, "input": bad})
+        err = assert_error(resp, 400, param="input", type="invalid_request_error")
+        assert "[CLS]" in err["message"] and "Send the text instead" in err["message"]
+        assert "check_embedding_ctx_length=False" in err["message"]
+    assert "input[1]" in err["message"]  # the list's offending item
+    await embed(emb_api, input=ids)  # the tokenizer's own ids still work
+
+
 async def test_unknown_model_and_auth(emb_api: Api) -> None:
     resp = await emb_api.post("/v1/embeddings", {"model": "nope", "input": "x"})
     assert_error(resp, 404, param="model", code="model_not_found")

@@ -53,6 +53,19 @@ def test_sdk_embeddings_from_the_chat_model_and_errors(tiny_server: Server) -> N
     assert ids == [MODEL, ENCODER]
 
 
+def test_sdk_foreign_token_ids_raise_bad_request(tiny_server: Server,
+                                                tiny_bert_dir: Path) -> None:
+    import openai
+
+    ids = SentenceEncoder(str(tiny_bert_dir)).tokenize(TEXTS[:1])[0]
+    client = tiny_server.client()
+    with pytest.raises(openai.BadRequestError) as info:
+        client.embeddings.create(model=ENCODER, input=[ids[1:-1]])  # no [CLS] / [SEP]
+    assert info.value.param == "input"
+    assert "check_embedding_ctx_length=False" in info.value.message
+    assert client.embeddings.create(model=ENCODER, input=[ids]).data[0].index == 0
+
+
 async def test_missing_default_embedding_model_is_a_warning(
         tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:

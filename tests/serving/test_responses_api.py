@@ -389,11 +389,23 @@ async def test_streamed_tool_call(tsdk: openai.AsyncOpenAI) -> None:
     assert response_items(non_streamed) == response_items(final)
 
 
-async def test_text_format_with_tools_is_refused_for_now(tapi: Api) -> None:
+@pytest.mark.parametrize("choice", ["auto", "none"])
+async def test_text_format_beside_tools(tapi: Api, choice: str) -> None:
+    """As on chat: under `auto` the model calls a tool or answers in text.format; under
+    `none` it answers in the format."""
     resp = await tapi.post("/v1/responses", {
-        "model": MODEL, "input": ASK, "tools": TOOLS,
-        "text": {"format": {"type": "json_object"}}})
-    assert_error(resp, 400, param="text.format")
+        "model": MODEL, "input": ASK, "tools": TOOLS, "tool_choice": choice,
+        "text": {"format": {"type": "json_object"}}, "max_output_tokens": 150})
+    assert resp.status == 200, resp.text
+    assert resp.json["output"]
+    for item in resp.json["output"]:
+        if item["type"] == "function_call":
+            assert choice == "auto"
+            continue
+        text = item["content"][0]["text"]
+        assert text.lstrip().startswith("{")
+        if resp.json["status"] == "completed":  # else cut by max_output_tokens
+            assert isinstance(json.loads(text), dict)
 
 
 # ---- errors --------------------------------------------------------------------------------

@@ -189,7 +189,6 @@ async def test_second_turn_with_a_tool_result(api: Api) -> None:
     ({"tool_choice": "auto"}, "tool_choice"),
     ({"functions": [{"name": "f"}], "function_call": "g"}, "function_call"),
     ({"functions": [{"name": "f"}], "tools": TOOLS}, "functions"),
-    ({"tools": TOOLS, "response_format": {"type": "json_object"}}, "response_format"),
 ])
 async def test_bad_tool_requests_are_400(api: Api, body: dict[str, Any], param: str) -> None:
     resp = await api.chat(messages=HELLO, **body)

@@ -4,6 +4,7 @@ the real all-MiniLM-L6-v2 on 50 varied sentences."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,53 @@ def test_async_encoder_runs_on_one_thread_and_leaves_the_default(tiny_bert: Path
                                    torch.tensor([w.embedding for w in want]))
     finally:
         asyncio.run(enc.shutdown())
+
+
+# ---- token-id inputs must be what the tokenizer makes of a text -----------------------------
+
+
+def test_token_ids_the_tokenizer_could_not_produce_are_refused(tiny_bert: Path) -> None:
+    from engine.embedding import ForeignTokenIds
+
+    enc = SentenceEncoder(str(tiny_bert))
+    tid = enc.tokenizer.token_to_id
+    cls, sep, pad = tid("[CLS]"), tid("[SEP]"), tid("[PAD]")
+    cat, dog = tid("cat"), tid("dog")
+    good = enc.tokenize(["cat and dog"])[0]
+    assert enc.tokenize([good, [cls, sep], [cls, tid("[UNK]"), sep]])[0] == good
+    cases = {
+        "must start with [CLS]": [cat, dog, sep],
+        "must end with [SEP]": [cls, cat, dog],
+        "[PAD] (0) may only appear at the ends": [cls, cat, pad, dog, sep],
+        "continues a word (##a": [cls, tid("##a"), sep],
+        # c ##a ##t: pieces WordPiece never makes, since "cat" is a word of its own
+        "decoded and encoded again": [cls, tid("c"), tid("##a"), tid("##t"), sep],
+    }
+    for reason, ids in cases.items():
+        with pytest.raises(ForeignTokenIds, match=r"^input\[1\] holds token ids .*"
+                           + re.escape(reason) + ".*Send the text instead"):
+            enc.tokenize([good, ids])
+    with pytest.raises(ForeignTokenIds, match="^input holds"):
+        enc.embed([cat, sep])
+
+
+def test_truncated_token_ids_keep_their_closing_sep(tiny_bert: Path) -> None:
+    enc = SentenceEncoder(str(tiny_bert))
+    ids = enc.tokenize(["cat " * 60], truncate=True)[0]  # the text's own truncation
+    full = [ids[0]] + [enc.tokenizer.token_to_id("cat")] * 60 + [ids[-1]]
+    assert enc.tokenize([full], truncate=True)[0] == ids
+
+
+@pytest.mark.slow
+def test_openai_tokenizer_ids_are_refused_by_minilm(minilm: Path) -> None:
+    """langchain's OpenAIEmbeddings sends cl100k ids ("Hello world" is 9906, 1917 there):
+    in MiniLM's range, but not its tokenizer's; MiniLM's own ids for it still work."""
+    from engine.embedding import ForeignTokenIds
+
+    enc = SentenceEncoder("all-minilm-l6-v2")
+    with pytest.raises(ForeignTokenIds, match=r"must start with \[CLS\] \(101\)"):
+        enc.embed([9906, 1917])
+    own = enc.tokenize(["Hello world"])[0]
+    assert own == [101, 7592, 2088, 102]
+    assert enc.embed(own)[0].embedding == pytest.approx(enc.embed("Hello world")[0].embedding,
+                                                        abs=1e-6)
