@@ -21,6 +21,7 @@ from aiohttp import web
 from serving.chat import render_chat
 from serving.errors import APIError
 from serving.generation import Generation, engine_error, start_generation
+from serving.offload import off_loop
 from serving.request_keys import REQUEST_ID
 from serving.requests import parse_request
 from serving.responses import json_response
@@ -47,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 async def create_response(request: web.Request, state: ServerState,
                           store: ResponseStore) -> web.StreamResponse:
-    req = parse_request(ResponsesRequest, await request.read())
+    req = await off_loop(parse_request, ResponsesRequest, await request.read())  # big bodies
     req.check_supported()
     conversation = normalize_input(req.input)
     if req.previous_response_id is not None:
