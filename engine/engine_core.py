@@ -420,7 +420,6 @@ class EngineCore:
         if checks:
             for item, result in zip(check_items, verify_drafts(logits, checks, self.eos_token_ids),
                                     strict=True):
-                item.num_accepted = len(result.token_ids) - 1
                 sampled[item.seq] = result.token_ids
                 logprobs[item.seq] = result.logprobs
         return sampled, logprobs

@@ -146,3 +146,26 @@ def paged_decode_attention(
     for group in plan.groups:
         out[group.rows] = _attend(q[group.rows], k_cache, v_cache, group, scale)
     return out
+
+
+# A chunk of at most this many new queries over a cached context (speculative verification,
+# small chunked-prefill pieces) is attended with two batched matmuls under a causal mask:
+# measured (SmolLM2 shape, 1 thread), SDPA with an explicit mask took 1.5-6x as long for 2
+# to 33 queries over 64 to 4096 keys (5 x 256: 267 vs 93 us; 33 x 4096: 13.9 vs 6.3 ms).
+SMALL_CHUNK_MAX = 32
+
+
+def chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    scale: float) -> torch.Tensor:
+    """q [n, heads, D], the last n of the ctx positions of k, v [kv_heads, ctx, D]: query
+    j sees keys [0, ctx - n + j]. Returns [n, heads, D]."""
+    n, heads, dim = q.shape
+    kv_heads, ctx = k.shape[0], k.shape[1]
+    group = heads // kv_heads
+    qg = q.view(n, kv_heads, group, dim).permute(1, 0, 2, 3).reshape(kv_heads, n * group, dim)
+    scores = torch.bmm(qg, k.transpose(1, 2)).mul_(scale)  # [kv_heads, n * group, ctx]
+    last_key = torch.arange(ctx - n, ctx)
+    future = torch.arange(ctx)[None, :] > last_key[:, None]  # [n, ctx]
+    scores.view(kv_heads, n, group, ctx).masked_fill_(future[None, :, None, :], float("-inf"))
+    out = torch.bmm(torch.softmax(scores, dim=-1), v)  # [kv_heads, n * group, D]
+    return out.view(kv_heads, n, group, dim).permute(1, 0, 2, 3).reshape(n, heads, dim)

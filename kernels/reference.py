@@ -207,6 +207,8 @@ def _prefill_attention(
     q_len = q.shape[0]
     k = gather_context(k_cache, block_table, ctx).transpose(0, 1)
     v = gather_context(v_cache, block_table, ctx).transpose(0, 1)
+    if q.device.type == "cpu" and q_len < ctx and q_len <= cpu_attention.SMALL_CHUNK_MAX:
+        return cpu_attention.chunk_attention(q, k, v, scale)  # SDPA's masked path costs more
     if q_len == ctx:  # a whole prompt: plain causal, which lets SDPA pick a fused kernel
         o = F.scaled_dot_product_attention(
             q.transpose(0, 1), k, v, is_causal=True, scale=scale, enable_gqa=True

@@ -86,6 +86,7 @@ class SequenceState:
     register_progress: RegisterProgress = field(default_factory=RegisterProgress)
     # Where each of its tokens occurs, for n-gram drafts (made on its first proposal).
     ngram_index: NgramIndex | None = None
+    draft_limit: int | None = None  # drafts it may propose next (None: as many as allowed)
 
     @property
     def prompt_token_ids(self) -> list[int]:

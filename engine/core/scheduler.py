@@ -12,7 +12,8 @@ oldest running sequence always makes progress.
 
 Speculative decoding (`num_speculative_tokens` > 0): once the step is planned, the budget it
 left over goes to n-gram draft tokens (engine/core/ngram.py) of its plain decodes, up to that
-many each, oldest first. Drafts are computed together with the sequence's last token, each
+many each, oldest first, and per sequence as many as its last verification suggests (twice
+as many after all were accepted, one more than were accepted otherwise). Drafts are computed together with the sequence's last token, each
 budgeted as one batched token and given KV slots like any other; after verification the
 accepted ones stay and the blocks that held only rejected ones go back to the pool. So
 speculation never takes a token of budget the step would have used, and it takes a new
@@ -215,7 +216,8 @@ class Scheduler:
         if seq.num_computed_tokens != seq.num_tokens - 1:
             return []
         # The step appends up to drafts + 1 tokens: no draft past max_tokens or the context.
-        limit = min(k, budget, self.config.max_model_len - seq.num_tokens - 1)
+        limit = min(k, seq.draft_limit or k, budget,
+                    self.config.max_model_len - seq.num_tokens - 1)
         if seq.params.max_tokens is not None:
             limit = min(limit, seq.params.max_tokens - len(seq.output_token_ids) - 1)
         if limit <= 0:
@@ -322,9 +324,18 @@ class Scheduler:
 
     def _accept(self, item: ScheduledSequence, tokens: list[int],
                  eos_token_ids: frozenset[int]) -> None:
-        """Append a verified run of tokens up to the first that ends the sequence (what
-        follows it is dropped); keep the K/V of the accepted drafts, free the rest."""
-        seq = item.seq
+        """Append a verified run of tokens (the accepted drafts, then the model's own) up to
+        the first that ends the sequence (what follows it is dropped); keep the K/V of the
+        accepted drafts, free the rest."""
+        seq, drafts = item.seq, item.draft_token_ids
+        accepted = 0
+        while accepted < min(len(drafts), len(tokens) - 1) and tokens[accepted] == drafts[accepted]:
+            accepted += 1
+        item.num_accepted = accepted
+        # Draft length follows how the last ones fared: double after a full acceptance,
+        # else one more than were accepted (a copied span ended; a new one grows back).
+        k = self.config.num_speculative_tokens
+        seq.draft_limit = min(k, 2 * len(drafts)) if accepted == len(drafts) else accepted + 1
         for token in tokens:
             seq.output_token_ids.append(token)
             item.num_emitted += 1

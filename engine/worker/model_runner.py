@@ -20,9 +20,11 @@ class SequenceChunk:
     token_ids: list[int]  # the new tokens whose K/V this step writes
     start_pos: int  # their first position (= tokens already in the cache)
     block_table: list[int]  # the KV blocks this sequence owns, in order
-    # Logits for every token, not just the last (speculative verification). Each token is
-    # then its own attention row over the same blocks with the context up to itself: causal
-    # by construction, and the rows take the decode path like any other decode.
+    # Logits for every token, not just the last (speculative verification). On CUDA each
+    # token is then its own attention row over the same blocks with the context up to
+    # itself (causal by construction), so the step stays a decode step for the decode
+    # kernel and CUDA graphs; on the CPU the chunk stays whole (one gather of its context,
+    # kernels/cpu_attention.chunk_attention).
     all_logits: bool = False
     # Prompt logprobs: targets[i] is the prompt token after position start_pos + i, for the
     # first len(targets) tokens of the chunk; their logprobs are computed (top `top_k`).
@@ -57,6 +59,8 @@ class ModelRunner:
             (torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
             for _ in range(c.num_layers)
         ]
+        # all_logits chunks become one decode row per token (CUDA: decode kernel, graphs).
+        self.split_all_logits = device.type != "cpu"
         self.graphs: DecodeGraphs | None = None
         if cuda_graphs:
             max_blocks = -(-max_model_len // block_size)
@@ -82,13 +86,14 @@ class ModelRunner:
         query_start_loc = [0]
         tables: list[list[int]] = []
         width = max(len(s.block_table) for s in seqs)
+        split = self.split_all_logits
         for seq in seqs:
             pos = range(seq.start_pos, seq.start_pos + len(seq.token_ids))
             input_ids.extend(seq.token_ids)
             positions.extend(pos)
             slots.extend(seq.block_table[p // bs] * bs + p % bs for p in pos)
             table = seq.block_table + [0] * (width - len(seq.block_table))
-            if seq.all_logits:
+            if seq.all_logits and split:
                 for p in pos:
                     context_lens.append(p + 1)
                     query_start_loc.append(query_start_loc[-1] + 1)
@@ -106,7 +111,7 @@ class ModelRunner:
             block_tables=as_tensor(tables, torch.int32),
             context_lens=as_tensor(context_lens, torch.int32),
             query_start_loc=as_tensor(query_start_loc, torch.int32),
-            max_query_len=max(1 if s.all_logits else len(s.token_ids) for s in seqs),
+            max_query_len=max(1 if s.all_logits and split else len(s.token_ids) for s in seqs),
         )
         return as_tensor(input_ids), as_tensor(positions), meta
 
@@ -123,7 +128,14 @@ class ModelRunner:
             hidden = self.graphs.run(input_ids, positions, meta)
         else:
             hidden = self.model(input_ids, positions, self.kv_caches, meta)
-        last = meta.query_start_loc[1:].long() - 1
+        if not self.split_all_logits and any(s.all_logits for s in seqs):
+            rows, end = [], 0
+            for s in seqs:
+                end += len(s.token_ids)
+                rows.extend(range(end - len(s.token_ids), end) if s.all_logits else [end - 1])
+            last = torch.tensor(rows, device=hidden.device)
+        else:  # one row per sequence (per token of a split all_logits chunk)
+            last = meta.query_start_loc[1:].long() - 1
         out = RunnerOutput(self.model.compute_logits(hidden[last]))
         start = 0  # the chunk's first row of `hidden` (one row per token)
         for i, seq in enumerate(seqs):

@@ -85,3 +85,18 @@ def test_large_groups_take_sdpa_and_still_match_oracle():
         q, cache.k_cache, cache.v_cache, cache.block_tables, cache.context_lens, 0.25
     )
     assert_close(got, naive_attention(q, cache, [1] * 4, 0.25).float())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path")
+@pytest.mark.parametrize("q_lens", [[5, 1], [2, 9, 1], [cpu_attention.SMALL_CHUNK_MAX, 33]])
+def test_small_chunks_over_a_cached_context_match_oracle(q_lens):
+    """Chunks of up to SMALL_CHUNK_MAX queries past a cached context (speculative
+    verification) take the matmul path; longer ones SDPA; both causal."""
+    lens = [40 + n for n in q_lens]
+    cache = make_paged_cache(lens, 3, 32, 16, torch.float32)
+    q = torch.randn(sum(q_lens), 9, 32)
+    got = reference_ops.paged_attention(
+        q, cache.k_cache, cache.v_cache, cache.block_tables, cache.context_lens,
+        query_start_loc(q_lens), max(q_lens), 0.2,
+    )
+    assert_close(got, naive_attention(q, cache, q_lens, 0.2).float())

@@ -162,7 +162,8 @@ def test_drafts_take_only_the_budget_left_over() -> None:
     out = s.schedule()
     assert {item.seq for item in out.scheduled} == {r.seqs[0] for r in reqs}
     assert out.num_batched_tokens == 6
-    assert [len(i.draft_token_ids) for i in out.scheduled] == [3, 0, 0]  # oldest first
+    counts = [len(i.draft_token_ids) for i in out.scheduled]
+    assert sum(counts) == 3 and counts[0] > 0  # oldest first, each within its own limit
 
 
 def test_drafts_never_delay_a_waiting_prompt() -> None:
@@ -252,3 +253,26 @@ def test_drafts_never_preempt() -> None:
 def test_config_refuses_negative_speculation() -> None:
     with pytest.raises(ValueError, match="num_speculative_tokens"):
         SchedulerConfig(16, num_speculative_tokens=-1)
+
+
+def test_draft_length_follows_acceptance() -> None:
+    """Twice as many drafts after a full acceptance (up to K), one more than were accepted
+    otherwise."""
+    s = make_scheduler(k=8)
+    req = make_request([1, 2, 3, 4, 1, 2, 9, 9, 1], max_tokens=200)
+    seq = req.seqs[0]
+    s.add_request(req)
+    replies = [[2],  # the prompt; "1 2" now drafts what followed it last time
+               [9, 9, 1, 2, 3],  # 4 of 8 accepted, then the model's 3: next at most 5
+               [4, 1, 2, 9, 9, 1],  # all 5 accepted, and one more: next at most 10 -> 8
+               [7]]  # the first draft is wrong: next at most 1
+    drafts = []
+    for reply in replies:
+        out = s.schedule()
+        drafts.append(out.scheduled[0].draft_token_ids)
+        s.update_from_output(out, {seq: reply}, EOS_IDS)
+        check(s)
+    assert drafts[0] == []  # the prompt's step
+    assert drafts[1] == [9, 9, 1, 2, 9, 9, 1, 2]
+    assert drafts[2] == [4, 1, 2, 9, 9]
+    assert len(drafts[3]) == 8 and seq.draft_limit == 1

@@ -91,3 +91,23 @@ def test_sharded_and_half_precision_checkpoints(tiny_llama: Path, tmp_path: Path
     with torch.no_grad():  # the reference: the same bfloat16 weights, computed in float32
         expected = model.float()(torch.tensor([PROMPT])).logits[0]
     assert (ours - expected).abs().max().item() < 1e-4
+
+
+def test_verification_chunk_gives_every_positions_logits(tiny_llama: Path) -> None:
+    """A speculative verification chunk (all_logits) gives, at each of its tokens, the
+    logits one-token-at-a-time decoding gives there: whole (the CPU's way) and split into
+    one decode row per token (CUDA's way), beside another sequence's decode."""
+    drafts = [77, 78, 79, 80]
+    expected = our_logits(make_runner(tiny_llama), PROMPT + drafts)[len(PROMPT) - 1 :]
+    other = our_logits(make_runner(tiny_llama), PROMPT[:5])[-1]
+    for split in (False, True):
+        runner = make_runner(tiny_llama)
+        runner.split_all_logits = split
+        runner.execute([SequenceChunk(PROMPT[:-1], 0, [0, 1]),
+                        SequenceChunk(PROMPT[:4], 0, [4])])
+        logits = runner.execute([SequenceChunk(PROMPT[-1:] + drafts, len(PROMPT) - 1, [0, 1],
+                                               all_logits=True),
+                                 SequenceChunk(PROMPT[4:5], 4, [4])])
+        assert logits.shape[0] == len(drafts) + 2
+        assert torch.allclose(logits[:-1], expected, atol=1e-4), split
+        assert torch.allclose(logits[-1], other, atol=1e-4), split
