@@ -11,8 +11,6 @@ test_bounds.py checks it with a smaller one).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -20,11 +18,9 @@ import openai
 import pydantic
 import pytest
 
-from engine import AsyncEngine, EngineConfig
-from tests.serving.conftest import API_KEY, EOS_ID, HELLO, MODEL, Api
-from tests.serving.test_tools import LONG, SCHEMAS, TOOLS, check_calls, long_model
-
-__all__ = ["long_model"]  # the fixture, shared with test_tools
+from engine import AsyncEngine
+from tests.serving.conftest import API_KEY, EOS_ID, HELLO, LONG, MODEL, Api
+from tests.serving.test_tools import SCHEMAS, TOOLS, check_calls
 
 MAX_TOKENS = 1000
 ENDS_BELOW = 400  # every shape must end well before max_tokens
@@ -41,13 +37,6 @@ COUNTER = [{"type": "function", "function": {"name": "count", "parameters": COUN
 TIME_TOOL = [t for t in TOOLS if t["function"]["name"] == "get_time"]
 
 
-@pytest.fixture(scope="module")
-async def tools_engine(long_model: Path) -> AsyncIterator[AsyncEngine]:
-    engine = AsyncEngine(EngineConfig(str(long_model), max_model_len=LONG))
-    yield engine
-    await engine.shutdown()
-
-
 async def make(aiohttp_client: Any, engine: AsyncEngine, **settings: Any) -> Api:
     from serving.app import make_app
     from serving.served import ServedModel
@@ -59,8 +48,8 @@ async def make(aiohttp_client: Any, engine: AsyncEngine, **settings: Any) -> Api
 
 
 @pytest.fixture
-async def api(aiohttp_client: Any, tools_engine: AsyncEngine) -> Api:
-    return await make(aiohttp_client, tools_engine)
+async def api(aiohttp_client: Any, long_engine: AsyncEngine) -> Api:
+    return await make(aiohttp_client, long_engine)
 
 
 def check_answer(message: dict[str, Any]) -> None:
@@ -195,9 +184,9 @@ SHAPES: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("seed", range(2))
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-async def test_every_guided_shape_ends_without_eos(aiohttp_client: Any, tools_engine: AsyncEngine,
+async def test_every_guided_shape_ends_without_eos(aiohttp_client: Any, long_engine: AsyncEngine,
                                                    shape: str, seed: int) -> None:
-    api = await make(aiohttp_client, tools_engine, max_tool_calls=3)
+    api = await make(aiohttp_client, long_engine, max_tool_calls=3)
     body = {"messages": HELLO, "seed": seed, "max_tokens": MAX_TOKENS, "logit_bias": NO_EOS,
             **SHAPES[shape]}
     resp = await api.chat(**body)
