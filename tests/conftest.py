@@ -8,14 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-# Under pytest-xdist (`-n N`) each worker gets an equal share of the cores, set before torch
-# starts its thread pool: more busy threads than cores makes OpenMP's spinning workers fight
-# (a step 10x slower, measured). Subprocess servers inherit the variable.
-_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-if _WORKERS > 1:
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
-
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
