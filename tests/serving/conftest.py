@@ -300,7 +300,7 @@ def smol_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         pytest.skip(f"the real model is not fetched ({path}); run python -m weights.fetch")
     tmp = tmp_path_factory.mktemp("smol-server")
     server = start_server(["--model", str(path), "--served-model-name", SMOL,
-                           "--max-model-len", "1024", "--no-embedding-model",
+                           "--max-model-len", "512", "--no-embedding-model",
                            "--data-dir", str(tmp / "data")], tmp / "server.log")
     yield server
     assert stop_server(server) == 0, server.log_tail()
