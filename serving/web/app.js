@@ -83,6 +83,7 @@ function askForKey(message) {
     const form = $("key-form");
     const done = (ev) => {
       ev.preventDefault();
+      $("key-error").textContent = "";
       form.removeEventListener("submit", done);
       setApiKey($("key-input").value.trim());
       dialog.close();
@@ -157,6 +158,7 @@ function select(conv) {
   for (const p of PARAMS) $(p).value = conv.params[p] ?? "";
   $("rag").checked = !!conv.rag && state.retrieval;
   $("tools").value = conv.tools || "";
+  $("tool_choice").value = conv.tool_choice || "auto";
   $("tools-error").textContent = "";
   showDefaults();
   renderList();
@@ -172,6 +174,8 @@ function newChat() {
     conv.system = prev.system;
     conv.params = { ...prev.params };
     conv.rag = prev.rag;
+    conv.tools = prev.tools;
+    conv.tool_choice = prev.tool_choice;
   }
   state.conversations.unshift(conv);
   persist();
@@ -275,6 +279,7 @@ function readSettings() {
   for (const p of PARAMS) conv.params[p] = $(p).value;
   conv.rag = $("rag").checked;
   conv.tools = $("tools").value;
+  conv.tool_choice = $("tool_choice").value;
   persist();
 }
 
@@ -322,7 +327,10 @@ function requestBody(conv) {
   for (const [k, v] of Object.entries(values)) if (v !== undefined) body[k] = v;
   if (conv.rag && state.retrieval) body.rag = true;
   const tools = parseTools(conv.tools || "");
-  if (tools) body.tools = tools;
+  if (tools) {
+    body.tools = tools;
+    body.tool_choice = conv.tool_choice || "auto";
+  }
   return body;
 }
 
@@ -492,6 +500,14 @@ function submit() {
   const text = $("input").value.trim();
   if (!text) return;
   const conv = current();
+  readSettings();
+  try {
+    parseTools(conv.tools || "");  // refused here, the message stays in the box to resend
+  } catch (e) {
+    $("tools-error").textContent = e.message;
+    showBanner(e.message);
+    return;
+  }
   conv.messages.push({ role: "user", content: text });
   if (!conv.renamed && conv.messages.filter((m) => m.role === "user").length === 1) {
     conv.title = titleFrom(text);
@@ -681,7 +697,7 @@ function wire() {
     s.hidden = !s.hidden;
     $("toggle-settings").setAttribute("aria-expanded", String(!s.hidden));
   });
-  for (const id of ["model", "system", "rag", "tools", ...PARAMS]) {
+  for (const id of ["model", "system", "rag", "tools", "tool_choice", ...PARAMS]) {
     $(id).addEventListener("change", () => {
       readSettings();
       if (id === "model") showDefaults();

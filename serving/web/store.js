@@ -15,6 +15,7 @@ export function newConversation(model) {
     params: { temperature: "", top_p: "", max_tokens: "", seed: "" },
     rag: false,
     tools: "",
+    tool_choice: "auto",
     messages: [],
   };
 }
@@ -45,7 +46,7 @@ export function exportJson(conv) {
   const { id, title, created, updated, model, system, params, rag, tools, messages } = conv;
   return JSON.stringify({
     format: "engine-chat-conversation", version: 1, id, title, created, updated, model,
-    system, params, rag, tools: parsedTools(tools), messages,
+    system, params, rag, tools: parsedTools(tools), tool_choice: conv.tool_choice, messages,
   }, null, 2);
 }
 
