@@ -31,11 +31,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from serving import admin, models
-from serving.web_ui import add_web_routes
 from serving.errors import APIError, BodyReadTimeout
 from serving.metrics import ServerMetrics
 from serving.request_keys import PROMPT, REQUEST_ID, RESPONSE_PREPARED, USAGE
 from serving.state import ServerState
+from serving.web_ui import add_web_routes
 
 logger = logging.getLogger("serving.access")
 error_logger = logging.getLogger("serving.errors")

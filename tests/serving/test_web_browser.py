@@ -270,6 +270,30 @@ def test_markdown_is_rendered_and_never_live_html(page: Any, smol_server: Server
     assert code.find_element("css selector", ".tok-comment").text == "# note"
     user = css(page, "#messages article.user .body")[0]
     assert user.text == "<b>not bold</b>" and user.find_elements("tag name", "b") == []
+    # The code block's Copy button puts the code on the clipboard: paste it back.
+    from selenium.webdriver.common.keys import Keys
+
+    copy = body.find_element("css selector", ".copy-code")
+    copy.click()
+    wait(page, lambda d: copy.text == "Copied", "the copy to be confirmed")
+    box = by_id(page, "input")
+    box.send_keys(Keys.CONTROL, "v")
+    assert box.get_attribute("value") == "def f(x):\n    return 'hi'  # note"
+    # Shift+Enter is a new line, not a send.
+    box.clear()
+    box.send_keys("a", Keys.SHIFT, Keys.ENTER, Keys.NULL, "b")
+    assert box.get_attribute("value") == "a\nb"
+    assert len(css(page, "#messages article")) == 2
+    # Light and dark follow the system setting.
+    background = "return getComputedStyle(document.body).backgroundColor"
+    light = page.execute_script(background)
+    page.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+        "features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    try:
+        dark = page.execute_script(background)
+    finally:
+        page.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    assert light == "rgb(255, 255, 255)" and dark == "rgb(23, 25, 29)", (light, dark)
 
 
 @pytest.fixture(scope="module")
@@ -324,6 +348,8 @@ def test_documents_answer_from_an_upload(chrome: Any, rag_server: Server,
     try:
         time.sleep(0.3)  # let the layout settle at the new width before the picture
         chrome.save_screenshot(str(shots / "chat-phone.png"))
+        # Nothing wider than the phone: no sideways scrolling.
+        assert chrome.execute_script("return document.documentElement.scrollWidth") <= PHONE[0]
         # At phone width the conversations are a drawer, opened from the top bar.
         assert not by_id(chrome, "new-chat").is_displayed()
         by_id(chrome, "open-sidebar").click()
