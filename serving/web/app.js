@@ -150,7 +150,7 @@ function current() {
 function select(conv) {
   state.current = conv;
   store.setActiveId(conv.id);
-  if (!modelCard(conv.model) || !state.models.some((m) => m.id === conv.model)) {
+  if (!state.models.some((m) => m.id === conv.model)) {  // a model the server no longer has
     conv.model = state.models[0] ? state.models[0].id : "";
   }
   $("model").value = conv.model;
@@ -724,10 +724,20 @@ function wire() {
 
 async function main() {
   wire();
-  try {
-    await loadModels();
-  } catch (e) {
-    showBanner(`${describe(e)} (reload the page to try again)`);
+  for (;;) {
+    try {
+      await loadModels();
+      showBanner("");
+      break;
+    } catch (e) {
+      if (!(e instanceof ApiError) || e.status !== 503) {
+        showBanner(`${describe(e)} (reload the page to try again)`);
+        break;
+      }
+      // Models still loading (or the server draining): say so and ask again shortly.
+      showBanner(`${describe(e)} Trying again…`);
+      await new Promise((resolve) => { setTimeout(resolve, 2000); });
+    }
   }
   const saved = state.conversations.find((c) => c.id === store.activeId());
   if (saved) select(saved);
