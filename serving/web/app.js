@@ -85,11 +85,18 @@ function askForKey(message) {
       ev.preventDefault();
       $("key-error").textContent = "";
       form.removeEventListener("submit", done);
+      dialog.removeEventListener("close", closed);
       setApiKey($("key-input").value.trim());
       dialog.close();
       resolve();
     };
+    // Closed with Esc: go on with the key as it was (a 401 brings the prompt back).
+    const closed = () => {
+      form.removeEventListener("submit", done);
+      resolve();
+    };
     form.addEventListener("submit", done);
+    dialog.addEventListener("close", closed, { once: true });
     if (!dialog.open) dialog.showModal();
     $("key-input").focus();
   });

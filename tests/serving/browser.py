@@ -177,12 +177,14 @@ def running_requests(server: Server, model: str) -> float:
     return float(m.group(1))
 
 
-def chat_requests(server: Server) -> float:
-    """How many chat completions the server has answered (any status), from /metrics."""
+def answered(server: Server, endpoint: str = "/v1/chat/completions",
+             status: str = r"\d+") -> float:
+    """How many requests to `endpoint` the server has answered with `status` (a pattern),
+    from /metrics."""
     with urllib.request.urlopen(f"{server.base}/metrics", timeout=10) as resp:
         text = resp.read().decode()
-    found = re.findall(r'^engine_http_requests_total\{endpoint="/v1/chat/completions",'
-                       r'status="\d+"\} (\S+)$', text, re.MULTILINE)
+    found = re.findall(rf'^engine_http_requests_total\{{endpoint="{re.escape(endpoint)}",'
+                       rf'status="{status}"\}} (\S+)$', text, re.MULTILINE)
     return sum(float(v) for v in found)
 
 

@@ -20,10 +20,10 @@ from tests.conftest import smollm2_path
 from tests.serving.browser import (
     DESKTOP,
     PHONE,
+    answered,
     assistant_views,
     browser_or_skip,
     by_id,
-    chat_requests,
     css,
     enter_key,
     is_ready,
@@ -88,6 +88,12 @@ def test_api_key_prompt_and_a_wrong_key(chrome: Any, smol_server: Server) -> Non
     dialog = by_id(chrome, "key-dialog")
     wait(chrome, lambda d: dialog.get_attribute("open") is not None, "the key prompt")
     assert "401" in by_id(chrome, "key-error").text
+    from selenium.webdriver.common.keys import Keys
+
+    refused = answered(smol_server, "/v1/models", "401")
+    by_id(chrome, "key-input").send_keys(Keys.ESCAPE)  # dismissed: the page asks the server
+    wait(chrome, lambda d: answered(smol_server, "/v1/models", "401") == refused + 1
+         and dialog.get_attribute("open") is not None, "the prompt back after Esc")
     enter_key(chrome, "sk-wrong")
     wait(chrome, lambda d: "401" in by_id(d, "key-error").text
          and dialog.get_attribute("open") is not None, "the prompt again after a wrong key")
@@ -140,7 +146,7 @@ def test_paris_streams_in_then_edit_and_resend(page: Any, smol_server: Server) -
 def test_stop_frees_the_server_and_regenerate(page: Any, smol_server: Server) -> None:
     from selenium.webdriver.common.keys import Keys
 
-    answered = chat_requests(smol_server)
+    before = answered(smol_server)
     set_settings(page, temperature=0, max_tokens=400)
     send(page, "Count from 1 to 300, one number per line.")
     wait(page, lambda d: len(streamed_text(d)) > 10, "some of the answer")
@@ -158,7 +164,7 @@ def test_stop_frees_the_server_and_regenerate(page: Any, smol_server: Server) ->
     wait_idle(page)
     wait(page, lambda d: running_requests(smol_server, SMOL) == 0, "the server to free it",
          timeout=30)
-    wait(page, lambda d: chat_requests(smol_server) == answered + 2, "two requests logged")
+    wait(page, lambda d: answered(smol_server) == before + 2, "two requests logged")
     assert len(assistant_views(page)) == 1 and len(css(page, "#messages article.user")) == 1
     # A short answer cut by max_tokens says so plainly.
     set_settings(page, max_tokens=3)
