@@ -4,8 +4,8 @@ Middlewares, outermost first:
 - access log + metrics: one log line and one metrics sample per request, whatever happened;
 - errors: every failure leaves as PROTOCOL.md's error envelope (500 only for real bugs,
   logged with the request id; the server keeps serving);
-- readiness: while models load (or the server drains) only /health, /metrics and /version
-  answer; the rest get 503 with Retry-After;
+- readiness: while models load (or the server drains) only /health, /metrics, /version
+  and the chat page (/, /ui/*) answer; the rest get 503 with Retry-After;
 - auth: with an API key set, `/v1/*`, `/tokenize` and `/detokenize` need
   `Authorization: Bearer <key>` (they run the models and read user text); /health, /metrics
   and /version stay open for probes and scrapers and show no user data;
@@ -35,6 +35,7 @@ from serving.errors import APIError, BodyReadTimeout
 from serving.metrics import ServerMetrics
 from serving.request_keys import PROMPT, REQUEST_ID, RESPONSE_PREPARED, USAGE
 from serving.state import ServerState
+from serving.web_ui import add_web_routes
 
 logger = logging.getLogger("serving.access")
 error_logger = logging.getLogger("serving.errors")
@@ -48,6 +49,11 @@ ALWAYS_OPEN = ("/health", "/metrics", "/version")
 PROTECTED_PREFIXES = ("/v1/", "/tokenize", "/detokenize")
 # A client's own X-Request-Id is echoed only when it is short and harmless in a log line.
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def _is_page(path: str) -> bool:
+    """The chat page answers while models load: it shows the 503s of the calls it makes."""
+    return path == "/" or path.startswith("/ui/")
 
 
 def _needs_key(path: str) -> bool:
@@ -156,7 +162,8 @@ async def body_timeout_middleware(request: web.Request, handler: Handler) -> web
 
 @web.middleware
 async def ready_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.app[STATE_KEY].ready and request.path not in ALWAYS_OPEN:
+    path = request.path
+    if not request.app[STATE_KEY].ready and path not in ALWAYS_OPEN and not _is_page(path):
         raise APIError(503, "The server is not ready: models are loading or it is shutting "
                        "down", "server_error", code="not_ready", headers={"Retry-After": "5"})
     return await handler(request)
@@ -278,6 +285,7 @@ def add_routes(app: web.Application, state: ServerState) -> None:
     r.add_get("/version", _bind(admin.version, state))
     r.add_post("/tokenize", _bind(admin.tokenize, state))
     r.add_post("/detokenize", _bind(admin.detokenize, state))
+    add_web_routes(app)  # the chat page at /
 
 
 def make_app(state: ServerState) -> web.Application:

@@ -117,10 +117,18 @@ def tool_chunks(meta: ResponseMeta, d: CompletionOutput, streamer: ToolStreamer,
     return chunks
 
 
-async def chat_chunks(gen: Generation, req: ChatCompletionRequest,
-                      plan: ToolPlan | None = None) -> AsyncGenerator[dict[str, Any], None]:
-    """Role chunks, then content (or tool-call) deltas per choice as the engine releases
-    them, then (if asked) the usage chunk."""
+def with_chunks(body: dict[str, Any], chunks: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The retrieved chunks as an extra top-level field (OpenAI clients ignore it), only
+    when the request used retrieval."""
+    return body if chunks is None else {**body, "retrieved_chunks": chunks}
+
+
+async def chat_chunks(gen: Generation, req: ChatCompletionRequest, plan: ToolPlan | None = None,
+                      rag_chunks: list[dict[str, Any]] | None = None,
+                      ) -> AsyncGenerator[dict[str, Any], None]:
+    """Role chunks (the first one carries `retrieved_chunks` when retrieval was on), then
+    content (or tool-call) deltas per choice as the engine releases them, then (if asked)
+    the usage chunk."""
     streamers = ({i: ToolStreamer(plan.fmt, plan.tools) for i in range(req.n)}
                  if plan is not None else {})
     started = False
@@ -130,8 +138,9 @@ async def chat_chunks(gen: Generation, req: ChatCompletionRequest,
             if not started:  # only once the engine has accepted the request
                 started = True
                 for i in range(req.n):
-                    yield chat_chunk(gen.meta, i, {"role": "assistant", "content": ""},
-                                     req.include_usage)
+                    role = chat_chunk(gen.meta, i, {"role": "assistant", "content": ""},
+                                      req.include_usage)
+                    yield with_chunks(role, rag_chunks) if i == 0 else role
             for d in out.outputs:
                 if not (d.text or d.logprobs or d.finish_reason):
                     continue  # only held-back text so far
@@ -172,11 +181,12 @@ async def create_chat_completion(request: web.Request,
                                  state: ServerState) -> web.StreamResponse:
     chat = await off_loop(_parse_chat, state, await request.read())
     req, plan = chat.req, chat.plan
-    messages = await with_retrieved_context(state, chat.body, req.template_messages())  # RAG
+    rag = await with_retrieved_context(state, chat.body, req.template_messages())
     messages, template_tools = await off_loop(
-        prepare_messages, messages, chat.tools, chat.template, plan.fmt if plan else None)
+        prepare_messages, rag.messages, chat.tools, chat.template, plan.fmt if plan else None)
     return await serve(request, state, req,
                        lambda m: [render_chat(m, messages, template_tools)], "chatcmpl",
-                       lambda gen: chat_chunks(gen, req, plan),
-                       lambda gen, finals: chat_response(gen.meta, finals[0], gen.clock.usage(),
-                                                         plan))
+                       lambda gen: chat_chunks(gen, req, plan, rag.chunks),
+                       lambda gen, finals: with_chunks(
+                           chat_response(gen.meta, finals[0], gen.clock.usage(), plan),
+                           rag.chunks))

@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from engine import SamplingParams
 from serving.served import ServedEncoder, ServedModel
 from serving.state import ServerState
 
@@ -22,9 +23,20 @@ def model_card(served: ServedModel | ServedEncoder, model_id: str) -> dict[str, 
         card["root"] = served.name  # an alias says which model answers it
     if isinstance(served, ServedEncoder):
         card["task"] = "embedding"  # serves /v1/embeddings and retrieval, not chat
-    elif served.fallback is not None:
-        card["fallback"] = served.fallback
+    else:
+        card["sampling_defaults"] = sampling_defaults(served)
+        if served.fallback is not None:
+            card["fallback"] = served.fallback
     return card
+
+
+def sampling_defaults(served: ServedModel) -> dict[str, Any]:
+    """What a chat request gets for the sampling fields it leaves out (an extra field of
+    the card, for the chat page; OpenAI clients ignore it). max_tokens: the rest of the
+    context; seed: none (a fresh random stream per request)."""
+    params = SamplingParams()
+    return {"temperature": params.temperature, "top_p": params.top_p,
+            "max_tokens": None, "seed": None}
 
 
 def model_cards(state: ServerState) -> list[dict[str, Any]]:

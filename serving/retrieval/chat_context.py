@@ -3,11 +3,13 @@
 A chat request may carry `"rag": true`, `"rag": false`, or `"rag": {"collection_name",
 "limit", "score_threshold"}`; without the field the server's default applies (--rag-chat).
 When on, the last user message is searched and the chunks found are appended to the system
-message (one is added when the conversation has none) after the RAG prompt.
+message (one is added when the conversation has none) after the RAG prompt. The chunks
+used are reported back (`retrieved_chunks`, PROTOCOL.md), so a client can show them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from serving.errors import APIError, bad_request
@@ -44,14 +46,21 @@ def add_to_system(messages: list[dict[str, Any]], text: str) -> list[dict[str, A
     return [{"role": "system", "content": text}, *out]
 
 
+@dataclass
+class RagContext:
+    messages: list[dict[str, Any]]  # the conversation, context added when any was found
+    # The chunks added ({"source", "score"}, best first); None when retrieval was off.
+    chunks: list[dict[str, Any]] | None = None
+
+
 async def with_retrieved_context(state: ServerState, body: dict[str, Any],
-                                 messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                                 messages: list[dict[str, Any]]) -> RagContext:
     """`messages` with retrieved context in the system message, when the request (its
     parsed JSON `body`) asks."""
     svc = state.retrieval
     option = rag_option(body, svc is not None and svc.settings.rag_chat)
     if not option.enabled:
-        return messages
+        return RagContext(messages)
     if svc is None:
         raise bad_request("rag was asked for, but retrieval is not enabled on this server",
                           "rag", "retrieval_disabled")
@@ -60,7 +69,8 @@ async def with_retrieved_context(state: ServerState, body: dict[str, Any],
                  else option.score_threshold)
     with client_errors("rag"):
         hits, _ = await svc.retrieve(query, option.collection_name, option.limit, threshold)
+    chunks = [{"source": h.source, "score": h.score} for h in hits]
     if not hits:
-        return messages
+        return RagContext(messages, chunks)
     context = "\n\n".join(h.source for h in hits)
-    return add_to_system(messages, svc.settings.rag_prompt + context)
+    return RagContext(add_to_system(messages, svc.settings.rag_prompt + context), chunks)

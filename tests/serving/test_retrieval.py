@@ -178,3 +178,29 @@ async def test_server_default_rag_chat(aiohttp_client: Any, engine: AsyncEngine,
         await close_all(closers)
 
 
+
+
+async def test_chat_reports_the_chunks_it_used(rag_api: Api) -> None:
+    """`retrieved_chunks`: what was added to the prompt, in the body and in the first chunk
+    of a stream; absent when retrieval was off (PROTOCOL.md)."""
+    await upload(rag_api, "facts.md", DOC.encode(), "/v1/create/rag", chunk_capacity="25")
+    fact, question, _ = FACTS[1]
+    user = [{"role": "user", "content": question}]
+    rag = {"limit": 2, "score_threshold": 0.0}
+    found = await retrieve(rag_api, question, limit=2, score_threshold=0.0)
+    expected = [p["source"] for p in found["points"]]
+    assert expected[0] == fact  # the search's own ranking: the question's fact first
+    resp = await rag_api.chat(messages=user, max_tokens=1, rag=rag)
+    assert resp.status == 200, resp.text
+    chunks = resp.json["retrieved_chunks"]
+    assert [c["source"] for c in chunks] == expected
+    assert all(isinstance(c["score"], float) for c in chunks)
+    stream = await rag_api.stream("/v1/chat/completions",
+                                  {"messages": user, "max_tokens": 2, "rag": rag})
+    assert [c["source"] for c in stream.events[0]["retrieved_chunks"]] == expected
+    assert all("retrieved_chunks" not in e for e in stream.events[1:])
+    none = await rag_api.chat(messages=user, max_tokens=1,
+                              rag={"score_threshold": 0.99})  # nothing that close
+    assert none.json["retrieved_chunks"] == []
+    plain = await rag_api.chat(messages=user, max_tokens=1)
+    assert "retrieved_chunks" not in plain.json
