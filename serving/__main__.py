@@ -7,7 +7,8 @@ in-flight requests settings.shutdown_grace_s to finish, then end the rest: a str
 has begun gets an error event (code server_shutting_down) and [DONE], a request not yet
 answered a 503 with that code; close the connections, shut the engines down, exit 0 -
 within the grace period and about a second. Exit codes: 2 for bad input (flags, a model
-that cannot load), 1 when the port cannot be opened.
+that cannot load), 1 when the port cannot be opened, 3 when an engine fails for good (a
+tensor-parallel worker died: its requests are answered 500 first, then the server exits).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ logger = logging.getLogger("serving")
 # it cancels what is left. Both are spent only by requests that do not end when told to.
 CUT_WAIT_S = 0.3
 CLOSE_TIMEOUT_S = 0.2
+ENGINE_FAILED = 3  # exit code: an engine cannot run any more (a tensor-parallel worker died)
 
 
 def startup_line(served: ServedModel, s: EngineSummary) -> str:
@@ -91,6 +93,13 @@ def check_fallbacks(served: list[ServedModel]) -> None:
             raise CLIError(f"--fallback {model.name}={longer.name}: {longer.name}'s context "
                            f"({longer.max_model_len}) is not longer than {model.name}'s "
                            f"({model.max_model_len})")
+
+
+async def wait_first(*events: asyncio.Event) -> None:
+    waits = [asyncio.create_task(e.wait()) for e in events]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
 
 
 def install_signals(stop: asyncio.Event) -> None:
@@ -154,6 +163,7 @@ async def serve(plan: ServePlan) -> int:
             return 1
         stop = asyncio.Event()
         install_signals(stop)
+        loop = asyncio.get_running_loop()
         load = asyncio.create_task(load_all(plan, engines, closers))
         try:
             if not await wait_loaded(load, stop):
@@ -163,9 +173,16 @@ async def serve(plan: ServePlan) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         state.models, (state.encoders, state.retrieval) = load.result()
+        failed = asyncio.Event()
+        for engine in engines:
+            engine.on_fatal(lambda _: loop.call_soon_threadsafe(failed.set))
         state.ready = True
         logger.info("serving %d model(s) on http://%s:%d", len(engines), plan.host, plan.port)
-        await stop.wait()
+        await wait_first(stop, failed)
+        if failed.is_set():
+            logger.error("an engine failed for good (see above): exiting")
+            await drain(state, runner, engines, plan.settings.shutdown_grace_s)
+            return ENGINE_FAILED
         logger.info("shutting down: finishing in-flight requests (up to %gs)",
                     plan.settings.shutdown_grace_s)
         await drain(state, runner, engines, plan.settings.shutdown_grace_s)
