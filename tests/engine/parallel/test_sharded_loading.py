@@ -76,3 +76,47 @@ def test_each_rank_holds_half_and_the_halves_make_the_model(checkpoint: Path) ->
     if full.lm_head is not None:
         torch.testing.assert_close(torch.cat([r0["lm_head.weight"], r1["lm_head.weight"]]),
                                    whole["lm_head.weight"], rtol=0, atol=0)
+
+
+# Heads of 128 dims and an MLP of 512: at TP=2 every rank's part falls on 128x128 blocks.
+FP8_SHAPE = {
+    "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 1,
+    "num_attention_heads": 2, "num_key_value_heads": 2, "rope_theta": 10000.0,
+    "tie_word_embeddings": False, "max_position_embeddings": 64, "rms_norm_eps": 1e-5,
+}
+
+
+@pytest.mark.parametrize("granularity", ["block", "channel"])
+def test_fp8_weights_and_scales_split_with_their_blocks(tmp_path: Path, granularity: str
+                                                        ) -> None:
+    from tests.conftest import make_tiny_llama
+    from tests.engine.model.test_fp8_model import write_fp8_checkpoint
+
+    src = make_tiny_llama(tmp_path / "float", FP8_SHAPE)
+    write_fp8_checkpoint(src, tmp_path / "fp8", granularity, static=False)
+    whole = dict(load_model(tmp_path / "fp8", torch.float32, CPU).model.named_parameters())
+    r0, r1 = (dict(load_model(tmp_path / "fp8", torch.float32, CPU,
+                              comm=LoadOnlyComm(r, 2)).model.named_parameters())  # type: ignore[arg-type]
+              for r in range(2))
+
+    def same(a: torch.Tensor, b: torch.Tensor) -> None:
+        assert torch.equal(a.view(torch.uint8) if a.dtype == torch.float8_e4m3fn else a,
+                           b.view(torch.uint8) if b.dtype == torch.float8_e4m3fn else b)
+
+    up, down = "layers.0.mlp.gate_up_proj.", "layers.0.mlp.down_proj."
+    # Column-parallel gate/up: rank r holds rows [r*256, (r+1)*256) of gate and of up.
+    for kind in ("weight", "weight_scale"):
+        rows = whole[up + kind].shape[0] // 4  # a quarter: half of gate, half of up
+        want = torch.cat([whole[up + kind][:rows], whole[up + kind][2 * rows : 3 * rows]])
+        same(r0[up + kind], want)
+    # Row-parallel down_proj: its weight by columns; block scales by block columns, a
+    # per-channel scale (one per output row) whole on every rank.
+    half = whole[down + "weight"].shape[1] // 2
+    same(torch.cat([r0[down + "weight"], r1[down + "weight"]], dim=1), whole[down + "weight"])
+    same(r1[down + "weight"], whole[down + "weight"][:, half:])
+    if granularity == "block":
+        assert r0[down + "weight_scale"].shape == (2, 2)
+        same(torch.cat([r0[down + "weight_scale"], r1[down + "weight_scale"]], dim=1),
+             whole[down + "weight_scale"])
+    else:
+        same(r1[down + "weight_scale"], whole[down + "weight_scale"])
