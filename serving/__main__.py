@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -196,6 +197,23 @@ async def serve(plan: ServePlan) -> int:
             await close()
 
 
+def torchrun_worker(plan: ServePlan) -> int:
+    """Under torchrun, a rank other than 0 serves rank 0's tensor-parallel engine: no HTTP,
+    no other model; it returns when rank 0 shuts down (0) or fails (1)."""
+    from engine.engine_core import EngineCore
+
+    split = [m for m in plan.models if m.config.tensor_parallel_size > 1]
+    if len(split) != 1:
+        print("error: under torchrun exactly one --model is served with "
+              "--tensor-parallel-size > 1", file=sys.stderr)
+        return 2
+    try:
+        EngineCore(split[0].config)  # the worker loop; raises SystemExit at its end
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         plan = parse_args(argv)
@@ -205,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=plan.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rank = os.environ.get("RANK")
+    if rank is not None and rank != "0" and "WORLD_SIZE" in os.environ:
+        return torchrun_worker(plan)
     code = asyncio.run(serve(plan))
     # Everything is closed: skip the interpreter's last collection over the engines' many
     # objects (about a second with the default KV cache), which would delay the exit.
