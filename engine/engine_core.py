@@ -135,7 +135,7 @@ class EngineCore:
             setup = setup_rank(config, self.device, comm)
         except BaseException:
             if self.tp is not None:
-                self.tp.close()
+                self.tp.abort()
             raise
         loaded = setup.loaded
         self.kernels_kind = "torch" if isinstance(setup.ops, kernels.ops.ReferenceOps) else "triton"

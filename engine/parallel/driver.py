@@ -110,8 +110,7 @@ def start_tensor_parallel(config: EngineConfig, device: torch.device) -> TPDrive
     """Rank 0's driver. Under torchrun, a rank other than 0 runs the worker loop here and
     then exits the process (SystemExit) once rank 0 has shut down."""
     size = config.tensor_parallel_size
-    if config.load_format != "dummy":
-        check_shape(config)
+    check_shape(config)
     env = torchrun_env()
     if env is not None:
         rank, world, local_rank = env
@@ -245,6 +244,17 @@ class TPDriver:
             except Exception as e:  # noqa: BLE001 - a worker already gone; _stop reaps the rest
                 logger.warning("could not tell the workers to stop: %s", e)
         _stop(self.procs, 10.0)
+        try:
+            dist.destroy_process_group()
+        except (RuntimeError, ValueError):
+            pass
+
+    def abort(self) -> None:
+        """Rank 0 failed before the workers finished starting: kill them (they may be inside
+        a start-up collective, where a "stop" message would not be read)."""
+        with self._lock:
+            self.closed = True
+        _stop(self.procs, 0.0)
         try:
             dist.destroy_process_group()
         except (RuntimeError, ValueError):

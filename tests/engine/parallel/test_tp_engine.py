@@ -66,19 +66,34 @@ def test_logits_match_tp1(pair: Pair) -> None:
 
 def test_batched_greedy_and_seeded_tokens_match_through_preemption(pair: Pair) -> None:
     greedy = SamplingParams(max_tokens=32, temperature=0, ignore_eos=True)
-    seeded = [SamplingParams(max_tokens=32, temperature=0.9, seed=i, ignore_eos=True)
+    seeded = [SamplingParams(max_tokens=32, temperature=0.9, seed=i, ignore_eos=True,
+                             logprobs=2, prompt_logprobs=2 if i % 2 else None)
               for i in range(len(PROMPTS))]
     got, want = {}, {}
     for name, llm, out in (("tp", pair.tp, got), ("ref", pair.ref, want)):
         before = llm.llm_engine.core.snapshot()
         out["greedy"] = [o.outputs[0].token_ids for o in llm.generate(PROMPTS, greedy)]
-        out["seeded"] = [o.outputs[0].token_ids for o in llm.generate(PROMPTS, seeded)]
+        outs = llm.generate(PROMPTS, seeded)
+        out["seeded"] = [o.outputs[0].token_ids for o in outs]
+        out["logprobs"] = [(o.prompt_logprobs, o.outputs[0].logprobs) for o in outs]
         after = llm.llm_engine.core.snapshot()
         assert after.kv_blocks == NUM_BLOCKS, name
         assert after.num_preemptions > before.num_preemptions, name
         assert after.cached_prompt_tokens > before.cached_prompt_tokens, name
     assert all(len(t) == 32 for t in got["greedy"])
-    assert got == want
+    assert got["greedy"] == want["greedy"] and got["seeded"] == want["seeded"]
+    for (tp_prompt, tp_out), (ref_prompt, ref_out) in zip(got["logprobs"], want["logprobs"],
+                                                          strict=True):
+        assert (tp_prompt is None) == (ref_prompt is None)
+        pairs = list(zip(tp_out, ref_out, strict=True))
+        if tp_prompt is not None:
+            pairs += list(zip(tp_prompt[1:], ref_prompt[1:], strict=True))
+        assert pairs
+        for a, b in pairs:  # the same tokens, logprobs within float32 noise
+            assert a.rank == b.rank
+            assert [t.token_id for t in [a.chosen, *a.top]] == [t.token_id for t in [b.chosen, *b.top]]
+            for x, y in zip([a.chosen, *a.top], [b.chosen, *b.top], strict=True):
+                assert abs(x.logprob - y.logprob) < 1e-4
 
 
 def test_pooled_embeddings_match_tp1(pair: Pair) -> None:

@@ -112,3 +112,37 @@ def test_torchrun_launch_gives_the_tp1_tokens(model: str) -> None:
     printed = [json.loads(x) for x in done.stdout.splitlines() if x.startswith('{"tokens"')]
     assert len(printed) == 1  # rank 0 only: rank 1 served as the worker inside LLM(...)
     assert printed[0]["tokens"] == reference_tokens(model)
+
+
+def test_four_ranks_replicate_the_two_kv_heads_and_match_tp1(model: str) -> None:
+    """llama31 has 8 query heads and 2 KV heads: at TP=4 each KV head lives on two ranks."""
+    from tests.engine.parallel.tp_script import PROMPTS
+
+    params = SamplingParams(max_tokens=16, temperature=0, ignore_eos=True)
+    want = [o.outputs[0].token_ids for o in LLM(model, kv_cache_bytes=1 << 22).generate(
+        PROMPTS, params)]
+    with LLM(model, kv_cache_bytes=1 << 22, tensor_parallel_size=4) as llm:
+        assert llm.llm_engine.core.runner.kv_caches[0][0].shape[2] == 1  # one KV head per rank
+        got = [o.outputs[0].token_ids for o in llm.generate(PROMPTS, params)]
+    assert got == want
+
+
+def test_heads_that_do_not_split_are_refused_before_any_worker_starts(model: str) -> None:
+    before = children()
+    with pytest.raises(ValueError, match="8 attention heads do not divide evenly over "
+                                         "tensor_parallel_size 3"):
+        LLM(model, tensor_parallel_size=3)
+    assert children() == before
+
+
+def children() -> set[int]:
+    """This process's live child processes (from /proc)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(stat[1]) == os.getpid() and stat[0] != "Z":
+            found.add(int(entry))
+    return found
