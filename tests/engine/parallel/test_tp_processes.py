@@ -73,7 +73,7 @@ def test_worker_exits_with_an_engine_that_is_never_closed(model: str) -> None:
 
 
 def test_worker_exits_when_its_engine_process_is_killed(model: str) -> None:
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), "sleep", model], check=False, env=ENV, cwd=REPO,
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "sleep", model], env=ENV, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
