@@ -89,8 +89,12 @@ class LlamaForCausalLM(nn.Module):
         super().__init__()
         self.config = config
         self.ops = ops
+        if (comm is None) != (layout is None):
+            raise ValueError("tensor parallelism needs both the group (comm) and the layout")
         self.comm = comm
-        self.layout = layout
+        # This rank's first vocabulary row and the whole vocabulary (its logits are cut to it).
+        self.vocab_start = 0 if layout is None else layout.vocab_start
+        self.full_vocab = config.vocab_size if layout is None else layout.full.vocab_size
         self.rotary = RotaryEmbedding(config, ops)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
@@ -110,20 +114,22 @@ class LlamaForCausalLM(nn.Module):
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         """Final hidden states of every token: [num_tokens, hidden]."""
-        x = self.embed_tokens(input_ids) if self.comm is None else self._embed_shard(input_ids)
+        if self.comm is None:
+            x = self.embed_tokens(input_ids)
+        else:
+            x = self.comm.all_reduce(self._embed_shard(input_ids))
         residual = None
         for layer, kv_cache in zip(self.layers, kv_caches):
             x, residual = layer(positions, x, residual, kv_cache, meta)
         return self.norm(x, residual)[0]
 
     def _embed_shard(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Vocab-parallel lookup: each rank embeds the ids in its rows (zeros elsewhere) and
-        the sum over ranks is every token's embedding."""
-        assert self.comm is not None and self.layout is not None
-        local = input_ids - self.layout.vocab_start
-        outside = (local < 0) | (local >= self.layout.vocab)
+        """Vocab-parallel lookup: each rank embeds the ids in its rows (zeros for the others'
+        ids), so the sum over ranks is every token's embedding."""
+        local = input_ids - self.vocab_start
+        outside = (local < 0) | (local >= self.embed_tokens.num_embeddings)
         x = self.embed_tokens(local.masked_fill(outside, 0))
-        return self.comm.all_reduce(x.masked_fill_(outside[:, None], 0.0))
+        return x.masked_fill_(outside[:, None], 0.0)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits in float32 for the rows the sampler needs (usually each sequence's last)."""
@@ -132,6 +138,5 @@ class LlamaForCausalLM(nn.Module):
         else:
             logits = self.lm_head(hidden)  # nn.Linear, or Int8Linear after quantization
         if self.comm is not None:  # every rank's vocabulary rows, the padding cut off
-            assert self.layout is not None
-            logits = self.comm.gather_last_dim(logits)[:, : self.layout.full.vocab_size]
+            logits = self.comm.gather_last_dim(logits)[:, : self.full_vocab]
         return logits.float()

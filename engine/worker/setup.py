@@ -5,7 +5,7 @@ code, so their caches agree block for block."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
@@ -73,8 +73,10 @@ def setup_rank(config: EngineConfig, device: torch.device, comm: TPComm | None =
     if config.max_model_len is not None and config.max_model_len > limit:
         raise ValueError(f"max_model_len {config.max_model_len} exceeds the model's context {limit}")
     max_model_len = config.max_model_len or limit
-    # model.config: the rank's KV heads (the whole model's without tensor parallelism).
-    num_blocks = num_kv_blocks(loaded.model.config, config, max_model_len, device, dtype)
+    # The rank's KV heads and MLP width (the whole model's without tensor parallelism); the
+    # whole vocabulary, since every rank holds the gathered logits.
+    shape = replace(loaded.model.config, vocab_size=loaded.config.vocab_size)
+    num_blocks = num_kv_blocks(shape, config, max_model_len, device, dtype)
     if comm is not None:
         num_blocks = comm.min_int(num_blocks)
     max_model_len = fit_to_cache(max_model_len, num_blocks, config)
