@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,3 +102,21 @@ def test_pooled_embeddings_match_tp1(pair: Pair) -> None:
     got = torch.tensor([e.embedding for e in pair.tp.embed(texts)])
     want = torch.tensor([e.embedding for e in pair.ref.embed(texts)])
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_fp8_block_scaled_checkpoint_under_tp2_matches_tp1(tmp_path: Path) -> None:
+    """Each rank's FP8 GEMM takes its shard with its 128x128 block scales; activation groups
+    of 128 columns fall on the same boundaries, so only the summation order differs."""
+    from tests.conftest import make_tiny_llama
+    from tests.engine.model.test_fp8_model import write_fp8_checkpoint
+    from tests.engine.parallel.test_sharded_loading import FP8_SHAPE
+
+    make_tiny_llama(tmp_path / "float", FP8_SHAPE)
+    write_fp8_checkpoint(tmp_path / "float", tmp_path / "fp8", "block", static=False)
+    ref = LLM(str(tmp_path / "fp8"), kv_cache_bytes=1 << 22)
+    params = SamplingParams(max_tokens=16, temperature=0, ignore_eos=True)
+    with LLM(str(tmp_path / "fp8"), kv_cache_bytes=1 << 22, tensor_parallel_size=2) as tp:
+        assert tp.llm_engine.core.weights_kind == "fp8"
+        torch.testing.assert_close(every_logit(tp), every_logit(ref), rtol=0, atol=1e-4)
+        got = [o.outputs[0].token_ids for o in tp.generate(PROMPTS[:2], params)]
+    assert got == [o.outputs[0].token_ids for o in ref.generate(PROMPTS[:2], params)]
