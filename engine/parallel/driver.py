@@ -103,7 +103,9 @@ def spawn_worker(config: EngineConfig, rank: int, init_method: str) -> subproces
     cmd = [sys.executable, "-m", "engine.parallel.worker", "--rank", str(rank),
            "--init", init_method, "--parent", str(os.getpid()),
            "--config", json.dumps(asdict(config))]
-    return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+    # A session of its own: a Ctrl-C at the terminal reaches rank 0 only, which shuts the
+    # workers down in order (they would otherwise die first and fail the engine).
+    return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def start_tensor_parallel(config: EngineConfig, device: torch.device) -> TPDriver:
