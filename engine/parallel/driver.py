@@ -39,6 +39,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TIMEOUT_ENV = "ENGINE_TP_TIMEOUT_S"  # a collective's limit (a hung peer); default 600 s
+# NCCL does not notice a dead peer (gloo does, from its closed sockets): a step blocked in an
+# NCCL collective would wait out the timeout. After a worker's death the process gets this
+# long to answer and close what it can, then exits with EXIT_CODE.
+NCCL_FAILSAFE_S = 30.0
+EXIT_CODE = 3
 CONTROL_TIMEOUT = timedelta(days=7)  # workers wait this long for rank 0's next message
 _REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -287,6 +292,8 @@ class TPDriver:
             _stop(self.procs, 0.0)
             for callback in self._callbacks:
                 callback(self.failed)
+            if self.device.type == "cuda":
+                _exit_later(NCCL_FAILSAFE_S)
         return self.failed  # type: ignore[return-value]  # set above, never unset
 
     def _watch(self) -> None:
@@ -296,6 +303,16 @@ class TPDriver:
                     self._fail("")
                     return
             time.sleep(0.2)
+
+
+def _exit_later(seconds: float) -> None:
+    def exit_now() -> None:
+        logger.error("a tensor-parallel step may be stuck in NCCL: exiting")
+        os._exit(EXIT_CODE)
+
+    timer = threading.Timer(seconds, exit_now)
+    timer.daemon = True
+    timer.start()
 
 
 def _close_ref(ref: weakref.ref[TPDriver]) -> None:
