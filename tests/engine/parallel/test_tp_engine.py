@@ -1,13 +1,12 @@
 """TP=2 (a spawned gloo worker) against TP=1 on the tiny checkpoints: MHA untied
 (llama2) and GQA tied with llama3 rope scaling (llama31). Same logits within 1e-5, the same
-greedy and seeded tokens, also when a small KV cache forces preemption and prompts share
-a prefix, and the same pooled embeddings."""
+greedy and seeded tokens (and logprobs), also when a small KV cache forces preemption,
+prompts share a prefix and n-gram drafts are verified, and the same pooled embeddings."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
@@ -50,10 +49,12 @@ def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     ref = LLM(path, kv_cache_bytes=1 << 20, block_size=BLOCK)  # only to read the shape
     per_block = kv_bytes_per_token(ref.model_config, torch.float32) * BLOCK
     ref.close()
-    ref = LLM(path, kv_cache_bytes=NUM_BLOCKS * per_block, block_size=BLOCK)
+    # n-gram speculation on: drafts are verified as all_logits chunks on every rank.
+    ref = LLM(path, kv_cache_bytes=NUM_BLOCKS * per_block, block_size=BLOCK,
+              speculative_ngram=4)
     # kv_cache_bytes is per rank, and a rank holds half the KV heads: the same block count.
     tp = LLM(path, kv_cache_bytes=NUM_BLOCKS * per_block // 2, block_size=BLOCK,
-             tensor_parallel_size=2)
+             speculative_ngram=4, tensor_parallel_size=2)
     try:
         yield Pair(ref, tp, every_logit(ref), every_logit(tp))
     finally:
@@ -81,6 +82,7 @@ def test_batched_greedy_and_seeded_tokens_match_through_preemption(pair: Pair) -
         assert after.kv_blocks == NUM_BLOCKS, name
         assert after.num_preemptions > before.num_preemptions, name
         assert after.cached_prompt_tokens > before.cached_prompt_tokens, name
+        assert after.spec_draft_tokens > before.spec_draft_tokens, name
     assert all(len(t) == 32 for t in got["greedy"])
     assert got["greedy"] == want["greedy"] and got["seeded"] == want["seeded"]
     for (tp_prompt, tp_out), (ref_prompt, ref_out) in zip(got["logprobs"], want["logprobs"],
@@ -103,20 +105,3 @@ def test_pooled_embeddings_match_tp1(pair: Pair) -> None:
     want = torch.tensor([e.embedding for e in pair.ref.embed(texts)])
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
-
-def test_fp8_block_scaled_checkpoint_under_tp2_matches_tp1(tmp_path: Path) -> None:
-    """Each rank's FP8 GEMM takes its shard with its 128x128 block scales; activation groups
-    of 128 columns fall on the same boundaries, so only the summation order differs."""
-    from tests.conftest import make_tiny_llama
-    from tests.engine.model.test_fp8_model import write_fp8_checkpoint
-    from tests.engine.parallel.test_sharded_loading import FP8_SHAPE
-
-    make_tiny_llama(tmp_path / "float", FP8_SHAPE)
-    write_fp8_checkpoint(tmp_path / "float", tmp_path / "fp8", "block", static=False)
-    ref = LLM(str(tmp_path / "fp8"), kv_cache_bytes=1 << 22)
-    params = SamplingParams(max_tokens=16, temperature=0, ignore_eos=True)
-    with LLM(str(tmp_path / "fp8"), kv_cache_bytes=1 << 22, tensor_parallel_size=2) as tp:
-        assert tp.llm_engine.core.weights_kind == "fp8"
-        torch.testing.assert_close(every_logit(tp), every_logit(ref), rtol=0, atol=1e-4)
-        got = [o.outputs[0].token_ids for o in tp.generate(PROMPTS[:2], params)]
-    assert got == [o.outputs[0].token_ids for o in ref.generate(PROMPTS[:2], params)]

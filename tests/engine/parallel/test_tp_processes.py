@@ -1,6 +1,8 @@
 """The processes of tensor parallelism: a worker that dies fails the engine with a clear
 error and a non-zero exit (no hang); no worker outlives its engine, however the engine's
-process ends; a torchrun launch of the offline API gives the TP=1 tokens."""
+process ends; a torchrun launch of the offline API gives the TP=1 tokens; TP=4 (KV heads
+replicated) and an FP8 checkpoint give TP=1's tokens. Every engine here is closed by its
+test (one tensor-parallel engine per process at a time)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from engine import LLM, SamplingParams
 from tests.conftest import REPO, make_tiny_llama
@@ -146,3 +149,22 @@ def children() -> set[int]:
         if int(stat[1]) == os.getpid() and stat[0] != "Z":
             found.add(int(entry))
     return found
+
+
+def test_fp8_block_scaled_checkpoint_under_tp2_matches_tp1(tmp_path: Path) -> None:
+    """Each rank's FP8 GEMM takes its shard with its 128x128 block scales; activation groups
+    of 128 columns fall on the same boundaries, so only the summation order differs."""
+    from tests.engine.model.test_fp8_model import write_fp8_checkpoint
+    from tests.engine.parallel.test_sharded_loading import FP8_SHAPE
+    from tests.engine.parallel.test_tp_engine import every_logit
+    from tests.engine.parallel.tp_script import PROMPTS
+
+    make_tiny_llama(tmp_path / "float", FP8_SHAPE)
+    write_fp8_checkpoint(tmp_path / "float", tmp_path / "fp8", "block", static=False)
+    ref = LLM(str(tmp_path / "fp8"), kv_cache_bytes=1 << 22)
+    params = SamplingParams(max_tokens=16, temperature=0, ignore_eos=True)
+    with LLM(str(tmp_path / "fp8"), kv_cache_bytes=1 << 22, tensor_parallel_size=2) as tp:
+        assert tp.llm_engine.core.weights_kind == "fp8"
+        torch.testing.assert_close(every_logit(tp), every_logit(ref), rtol=0, atol=1e-4)
+        got = [o.outputs[0].token_ids for o in tp.generate(PROMPTS, params)]
+    assert got == [o.outputs[0].token_ids for o in ref.generate(PROMPTS, params)]
