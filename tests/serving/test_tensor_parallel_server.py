@@ -48,7 +48,7 @@ def tp_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     log = tmp_path_factory.mktemp("tp-server") / "server.log"
     server = start_server(["--model", str(tiny_model), "--served-model-name", MODEL,
                            "--max-model-len", str(MAX_LEN), "--tensor-parallel-size", "2",
-                           "--no-embedding-model"], log)
+                           "--no-embedding-model"], log, env={"ENGINE_TP_TIMEOUT_S": "60"})
     yield server
     stop_server(server)
 
