@@ -105,3 +105,18 @@ def test_pooled_embeddings_match_tp1(pair: Pair) -> None:
     want = torch.tensor([e.embedding for e in pair.ref.embed(texts)])
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
+
+
+def test_rank0_of_the_running_engine_holds_half_the_weights(pair: Pair) -> None:
+    def sizes(llm: LLM) -> tuple[int, int]:
+        params = list(llm.llm_engine.core.runner.model.named_parameters())
+        total = sum(p.numel() * p.element_size() for _, p in params)
+        norms = sum(p.numel() * p.element_size() for n, p in params if n.endswith("norm.weight"))
+        return total, norms
+
+    (tp_total, norms), (ref_total, _) = sizes(pair.tp), sizes(pair.ref)
+    assert tp_total - norms == (ref_total - norms) // 2
+    # And half the KV cache: its KV heads only.
+    tp_kv = pair.tp.llm_engine.core.runner.kv_caches[0][0]
+    ref_kv = pair.ref.llm_engine.core.runner.kv_caches[0][0]
+    assert tp_kv.shape[2] * 2 == ref_kv.shape[2] and tp_kv.shape[0] == ref_kv.shape[0]
