@@ -13,6 +13,7 @@ import logging
 import random
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -131,6 +132,7 @@ class EngineCore:
 
             self.tp = start_tensor_parallel(config, self.device)
             comm, self.device = self.tp.comm, self.tp.device
+            weakref.finalize(self, self.tp.close)  # an engine dropped unclosed stops its workers
         try:
             setup = setup_rank(config, self.device, comm)
         except BaseException:

@@ -168,3 +168,15 @@ def test_fp8_block_scaled_checkpoint_under_tp2_matches_tp1(tmp_path: Path) -> No
         torch.testing.assert_close(every_logit(tp), every_logit(ref), rtol=0, atol=1e-4)
         got = [o.outputs[0].token_ids for o in tp.generate(PROMPTS, params)]
     assert got == [o.outputs[0].token_ids for o in ref.generate(PROMPTS, params)]
+
+
+def test_an_engine_dropped_unclosed_stops_its_worker(model: str) -> None:
+    import gc
+
+    llm = LLM(model, kv_cache_bytes=1 << 22, tensor_parallel_size=2)
+    tp = llm.llm_engine.core.tp
+    assert tp is not None
+    (proc,) = tp.procs
+    del llm, tp
+    gc.collect()
+    assert proc.returncode == 0  # stopped in order, and the process may start another
