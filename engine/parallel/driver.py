@@ -275,14 +275,16 @@ class TPDriver:
 
     def _fail(self, cause: str) -> WorkerFailed:
         """Fail the driver for good: name the dead worker when one is known."""
-        for rank, proc in enumerate(self.procs, start=1):
-            try:
-                code = proc.wait(timeout=1.0)  # its sockets close just before it is reaped
-            except subprocess.TimeoutExpired:
-                continue
+        deadline = time.monotonic() + (1.0 if self.procs else 0.0)
+        while True:  # a dead worker's sockets close just before it can be reaped
+            dead = [(r, p) for r, p in enumerate(self.procs, start=1) if p.poll() is not None]
+            if dead or time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+        if dead:
+            rank, proc = dead[0]
             cause = (f"tensor-parallel worker rank {rank} (pid {proc.pid}) exited with code "
-                     f"{code}")
-            break
+                     f"{proc.returncode}")
         with self._lock:
             first = self.failed is None
             if first:
