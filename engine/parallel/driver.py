@@ -77,8 +77,9 @@ def init_comm(rank: int, size: int, init_method: str, device: torch.device) -> T
     """Join the group: NCCL for the model's tensors on CUDA, gloo on the CPU; gloo for the
     control messages either way."""
     if dist.is_initialized():
-        raise ValueError("a tensor-parallel engine is already running in this process; "
-                         "close it (LLM.close()) before starting another")
+        raise ValueError("torch.distributed is already initialized in this process: another "
+                         "tensor-parallel engine is running (close it with LLM.close() before "
+                         "starting another), or the caller set up its own process group")
     backend = "nccl" if device.type == "cuda" else "gloo"
     timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "600")))
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=size,
