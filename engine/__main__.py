@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--quantization", choices=["fp8", "int8", "none"], default=None)
     gen.add_argument("--load-format", choices=["auto", "dummy"], default="auto")
     gen.add_argument("--kernel-backend", choices=["auto", "torch", "triton"], default="auto")
+    gen.add_argument("--tensor-parallel-size", type=int, default=1,
+                     help="split the model over N processes (GPUs on CUDA)")
     gen.add_argument("-v", "--verbose", action="store_true", help="log loading details")
     return parser
 
@@ -47,7 +49,8 @@ def run_generate(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     llm = LLM(args.model, dtype=args.dtype, device=args.device, max_model_len=args.max_model_len,
               quantization=args.quantization, load_format=args.load_format,
-              kernel_backend=args.kernel_backend)
+              kernel_backend=args.kernel_backend,
+              tensor_parallel_size=args.tensor_parallel_size)
     print(f"[loaded {args.model} in {time.perf_counter() - start:.1f}s]", file=sys.stderr)
     history: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
     prompts = [args.prompt] if args.prompt is not None else (line.rstrip("\n") for line in sys.stdin)

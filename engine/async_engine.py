@@ -28,7 +28,7 @@ import dataclasses
 import logging
 import os
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -234,6 +234,13 @@ class AsyncEngine:
         vectors = await loop.run_in_executor(self._executor, self.core.embed, ids, config)
         return [EmbeddingOutput(v.tolist(), i) for v, i in zip(vectors, ids, strict=True)]
 
+    def on_fatal(self, callback: Callable[[Exception], None]) -> None:
+        """`callback(error)`, from whichever thread notices, once the engine can no longer
+        run: a tensor-parallel worker died (every running request has failed or will fail
+        with that error). Without tensor parallelism there is no such failure."""
+        if self.core.tp is not None:
+            self.core.tp.on_failure(callback)
+
     async def shutdown(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -245,6 +252,7 @@ class AsyncEngine:
         self._validator.shutdown(wait=True)
         self._grammar_workers.shutdown(wait=True)
         self._executor.shutdown(wait=True)
+        self.core.close()  # the tensor-parallel workers, once no step can run
 
     @property
     def num_active(self) -> int:

@@ -193,9 +193,15 @@ class EngineConfig:
     # Speculative decoding by prompt lookup: up to this many n-gram draft tokens per
     # decoding sequence, verified in the same forward (None or 0: off).
     speculative_ngram: int | None = None
+    # Tensor parallelism: the model split over this many processes (GPUs), Megatron-style;
+    # rank 0 is this process. See engine/parallel/.
+    tensor_parallel_size: int = 1
 
     def __post_init__(self) -> None:
         parse_dtype(self.dtype)
+        tp = self.tensor_parallel_size
+        if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
+            raise ValueError(f"tensor_parallel_size must be a positive integer, got {tp!r}")
         if self.block_size <= 0 or self.block_size & (self.block_size - 1):
             raise ValueError(f"block_size must be a power of two, got {self.block_size}")
         if self.max_model_len is not None and self.max_model_len <= 0:

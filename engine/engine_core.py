@@ -13,13 +13,14 @@ import logging
 import random
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 import kernels
-from engine.config import EngineConfig, parse_dtype
+from engine.config import EngineConfig
 from engine.core.block_manager import BlockManager
 from engine.core.request import Request, SequenceState, SequenceStatus, TokenView
 from engine.core.scheduler import ScheduledSequence, Scheduler, SchedulerConfig, SchedulerOutput
@@ -28,12 +29,10 @@ from engine.embedding.pooling import PoolingConfig
 from engine.embedding.sentence_encoder import EmbedInput
 from engine.errors import InvalidRequest
 from engine.model.fp8 import Fp8Linear
-from engine.model.loader import load_model
 from engine.sampling_params import SamplingParams
-from engine.worker.kernel_backend import select_ops, uses_cuda_graphs
-from engine.worker.kv_budget import num_kv_blocks
-from engine.worker.model_runner import ModelRunner, SequenceChunk
+from engine.worker.model_runner import SequenceChunk
 from engine.worker.sampler import Sampler, SamplingMetadata, TokenLogprobs
+from engine.worker.setup import parse_device, setup_rank
 from engine.worker.spec_verify import DraftCheck, verify_drafts
 
 if TYPE_CHECKING:  # xgrammar is imported on the first guided request only
@@ -41,35 +40,9 @@ if TYPE_CHECKING:  # xgrammar is imported on the first guided request only
 
     from engine.guided import GuidedDecoding
     from engine.guided.compiler import GrammarBackend
+    from engine.parallel.driver import TPDriver
 
 logger = logging.getLogger(__name__)
-
-
-def parse_device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device {device!r} is not a valid torch device") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for but CUDA is not available")
-    return dev
-
-
-def fit_to_cache(max_model_len: int, num_blocks: int, config: EngineConfig) -> int:
-    """The context length the KV cache can hold for one sequence: a sequence longer than the
-    whole cache could never run, so it would end early. An explicit max_model_len that does
-    not fit is an error; the model's own length is capped (and the cap logged)."""
-    capacity = num_blocks * config.block_size
-    if max_model_len <= capacity:
-        return max_model_len
-    if config.max_model_len is not None:
-        raise ValueError(
-            f"max_model_len {max_model_len} does not fit the KV cache, which holds {capacity} "
-            f"tokens ({num_blocks} blocks of {config.block_size}): give the cache more memory "
-            "(kv_cache_bytes / gpu_memory_utilization) or lower max_model_len")
-    logger.warning("the KV cache holds %d tokens: max_model_len capped from %d to %d",
-                   capacity, max_model_len, capacity)
-    return capacity
 
 
 @dataclass
@@ -149,27 +122,33 @@ class EngineCore:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.device = parse_device(config.device)
-        dtype = parse_dtype(config.dtype)
-        ops = select_ops(config.kernel_backend, self.device)
-        self.kernels_kind = "torch" if isinstance(ops, kernels.ops.ReferenceOps) else "triton"
-        loaded = load_model(config.model, dtype, self.device, ops,
-                            quantization=config.quantization, load_format=config.load_format)
+        # Tensor parallelism: rank 0 (this process) drives worker processes that run the
+        # other shards of every step. A torchrun rank other than 0 serves as a worker
+        # inside this call and exits the process when rank 0 shuts down.
+        self.tp: TPDriver | None = None
+        comm = None
+        if config.tensor_parallel_size > 1:
+            from engine.parallel.driver import start_tensor_parallel
+
+            self.tp = start_tensor_parallel(config, self.device)
+            comm, self.device = self.tp.comm, self.tp.device
+            weakref.finalize(self, self.tp.close)  # an engine dropped unclosed stops its workers
+        try:
+            setup = setup_rank(config, self.device, comm)
+        except BaseException:
+            if self.tp is not None:
+                self.tp.abort()
+            raise
+        loaded = setup.loaded
+        self.kernels_kind = "torch" if isinstance(setup.ops, kernels.ops.ReferenceOps) else "triton"
         self.model_config = loaded.config
         self.weights_kind = "fp8" if any(
             isinstance(m, Fp8Linear) for m in loaded.model.modules()) else config.dtype
         self.tokenizer = loaded.tokenizer
         self.eos_token_ids = loaded.eos_token_ids
-        limit = loaded.config.max_position_embeddings
-        if config.max_model_len is not None and config.max_model_len > limit:
-            raise ValueError(f"max_model_len {config.max_model_len} exceeds the model's context {limit}")
-        self.max_model_len = config.max_model_len or limit
-        num_blocks = num_kv_blocks(loaded.config, config, self.max_model_len, self.device, dtype)
-        self.max_model_len = fit_to_cache(self.max_model_len, num_blocks, config)
-        self.runner = ModelRunner(
-            loaded.model, num_blocks, config.block_size, self.device,
-            cuda_graphs=uses_cuda_graphs(ops, self.device, config.enforce_eager),
-            graph_batch=config.max_num_seqs, max_model_len=self.max_model_len,
-        )
+        self.max_model_len = setup.max_model_len
+        num_blocks = setup.num_blocks
+        self.runner = setup.runner
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(
             SchedulerConfig(self.max_model_len, config.max_num_seqs,
@@ -278,8 +257,15 @@ class EngineCore:
 
     def embed(self, ids: list[list[int]], pooling: PoolingConfig) -> torch.Tensor:
         """Pooled final hidden states over a scratch KV cache (running requests untouched)."""
+        if self.tp is not None:
+            return self.tp.run_embed(self.runner.model, self.config, ids, pooling)
         return embed_with_decoder(self.runner.model, self.device, self.config.block_size,
                                   self.config.max_num_batched_tokens, ids, pooling)
+
+    def close(self) -> None:
+        """Stop the tensor-parallel workers (nothing to do without them); idempotent."""
+        if self.tp is not None:
+            self.tp.close()
 
     def snapshot(self) -> EngineSnapshot:
         s, bm = self.scheduler, self.block_manager
@@ -301,9 +287,12 @@ class EngineCore:
         sched = self.scheduler.schedule()
         if not sched.scheduled:
             return []
-        self.runner.copy_blocks(sched.blocks_to_copy)
         chunks = [self._chunk(s) for s in sched.scheduled]
-        result = self.runner.execute_full(chunks)
+        if self.tp is None:
+            self.runner.copy_blocks(sched.blocks_to_copy)
+            result = self.runner.execute_full(chunks)
+        else:  # the workers run the same step on their shards
+            result = self.tp.run_step(self.runner, sched.blocks_to_copy, chunks)
         self._keep_prompt_logprobs(sched, result.prompt_logprobs)
         sampled, logprobs = self._sample(sched, result.logits)
         updated = self.scheduler.update_from_output(sched, sampled, self.eos_token_ids)

@@ -28,7 +28,7 @@ class LLM:
     `model` is a registered short name (see `python -m weights.fetch`), an HF-style folder,
     or a .gguf file. Keyword arguments are EngineConfig fields (max_model_len, max_num_seqs,
     max_num_batched_tokens, enable_chunked_prefill, enable_prefix_caching, kv_cache_bytes,
-    speculative_ngram, ...).
+    speculative_ngram, tensor_parallel_size, ...).
     All prompts of one call are batched together by the engine's scheduler.
     """
 
@@ -41,6 +41,16 @@ class LLM:
         self.eos_token_ids = core.eos_token_ids
         self.max_model_len = core.max_model_len
         self._ids = itertools.count()
+
+    def close(self) -> None:
+        """Stop the tensor-parallel worker processes, if any (also done at exit)."""
+        self.llm_engine.core.close()
+
+    def __enter__(self) -> LLM:  # noqa: PYI034 - LLM is not subclassed
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def apply_chat_template(
         self,

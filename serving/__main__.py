@@ -7,7 +7,8 @@ in-flight requests settings.shutdown_grace_s to finish, then end the rest: a str
 has begun gets an error event (code server_shutting_down) and [DONE], a request not yet
 answered a 503 with that code; close the connections, shut the engines down, exit 0 -
 within the grace period and about a second. Exit codes: 2 for bad input (flags, a model
-that cannot load), 1 when the port cannot be opened.
+that cannot load), 1 when the port cannot be opened, 3 when an engine fails for good (a
+tensor-parallel worker died: its requests are answered 500 first, then the server exits).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -45,6 +47,7 @@ logger = logging.getLogger("serving")
 # it cancels what is left. Both are spent only by requests that do not end when told to.
 CUT_WAIT_S = 0.3
 CLOSE_TIMEOUT_S = 0.2
+ENGINE_FAILED = 3  # exit code: an engine cannot run any more (a tensor-parallel worker died)
 
 
 def startup_line(served: ServedModel, s: EngineSummary) -> str:
@@ -91,6 +94,13 @@ def check_fallbacks(served: list[ServedModel]) -> None:
             raise CLIError(f"--fallback {model.name}={longer.name}: {longer.name}'s context "
                            f"({longer.max_model_len}) is not longer than {model.name}'s "
                            f"({model.max_model_len})")
+
+
+async def wait_first(*events: asyncio.Event) -> None:
+    waits = [asyncio.create_task(e.wait()) for e in events]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
 
 
 def install_signals(stop: asyncio.Event) -> None:
@@ -154,6 +164,7 @@ async def serve(plan: ServePlan) -> int:
             return 1
         stop = asyncio.Event()
         install_signals(stop)
+        loop = asyncio.get_running_loop()
         load = asyncio.create_task(load_all(plan, engines, closers))
         try:
             if not await wait_loaded(load, stop):
@@ -163,9 +174,16 @@ async def serve(plan: ServePlan) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         state.models, (state.encoders, state.retrieval) = load.result()
+        failed = asyncio.Event()
+        for engine in engines:
+            engine.on_fatal(lambda _: loop.call_soon_threadsafe(failed.set))
         state.ready = True
         logger.info("serving %d model(s) on http://%s:%d", len(engines), plan.host, plan.port)
-        await stop.wait()
+        await wait_first(stop, failed)
+        if failed.is_set():
+            logger.error("an engine failed for good (see above): exiting")
+            await drain(state, runner, engines, plan.settings.shutdown_grace_s)
+            return ENGINE_FAILED
         logger.info("shutting down: finishing in-flight requests (up to %gs)",
                     plan.settings.shutdown_grace_s)
         await drain(state, runner, engines, plan.settings.shutdown_grace_s)
@@ -179,6 +197,23 @@ async def serve(plan: ServePlan) -> int:
             await close()
 
 
+def torchrun_worker(plan: ServePlan) -> int:
+    """Under torchrun, a rank other than 0 serves rank 0's tensor-parallel engine: no HTTP,
+    no other model; it returns when rank 0 shuts down (0) or fails (1)."""
+    from engine.engine_core import EngineCore
+
+    split = [m for m in plan.models if m.config.tensor_parallel_size > 1]
+    if len(split) != 1:
+        print("error: under torchrun exactly one --model is served with "
+              "--tensor-parallel-size > 1", file=sys.stderr)
+        return 2
+    try:
+        EngineCore(split[0].config)  # the worker loop; raises SystemExit at its end
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         plan = parse_args(argv)
@@ -188,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=plan.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rank = os.environ.get("RANK")
+    if rank is not None and rank != "0" and "WORLD_SIZE" in os.environ:
+        return torchrun_worker(plan)
     code = asyncio.run(serve(plan))
     # Everything is closed: skip the interpreter's last collection over the engines' many
     # objects (about a second with the default KV cache), which would delay the exit.

@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--speculative-ngram", type=int, metavar="K",
                    help="speculative decoding by prompt lookup: up to K n-gram draft tokens "
                         "per decoding sequence, verified in one forward (0: off)")
+    e.add_argument("--tensor-parallel-size", type=int, metavar="N",
+                   help="split the model over N processes (GPUs on CUDA), Megatron-style; "
+                        "one model per server when N > 1")
     s = p.add_argument_group("server")
     s.add_argument("--fallback", action="append", default=[], metavar="SHORT=LONG",
                    help="prompts longer than SHORT's context go to LONG (served names)")
@@ -176,7 +179,7 @@ def embedding_plan(args: argparse.Namespace, specs: list[ModelSpec]
 
 ENGINE_FLAGS = ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "dtype", "device",
                 "kv_cache_bytes", "gpu_memory_utilization", "seed", "quantization", "load_format",
-                "kernel_backend", "enforce_eager", "speculative_ngram")
+                "kernel_backend", "enforce_eager", "speculative_ngram", "tensor_parallel_size")
 
 
 def engine_config(model: str, args: argparse.Namespace) -> EngineConfig:

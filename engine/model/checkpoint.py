@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -21,7 +22,11 @@ import weights
 from engine.config import ModelConfig
 from engine.model.fp8 import SCALE_NAMES, Fp8Spec, copy_scale, keeps_dtype
 from engine.model.llama import LlamaForCausalLM
+from engine.parallel.layout import Split, TPLayout, tp_layout
 from engine.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from engine.parallel.comm import TPComm
 
 _LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)")
 
@@ -29,7 +34,7 @@ _LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)")
 @dataclass
 class LoadedModel:
     model: LlamaForCausalLM
-    config: ModelConfig
+    config: ModelConfig  # the whole model's shape (model.config is a rank's share under TP)
     tokenizer: Tokenizer
     eos_token_ids: frozenset[int]  # every token id that ends generation
     path: Path
@@ -55,16 +60,36 @@ def resolve_model_path(model: str | Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class Sharding:
+    """A tensor-parallel rank's place: its collectives and which part of each weight."""
+
+    comm: TPComm
+    layout: TPLayout
+
+
+def sharding(comm: TPComm | None, config: ModelConfig) -> Sharding | None:
+    """The rank's sharding of a model of this shape; None without tensor parallelism."""
+    if comm is None:
+        return None
+    return Sharding(comm, tp_layout(config, comm.rank, comm.size))
+
+
 def empty_model(
     config: ModelConfig, dtype: torch.dtype, device: torch.device, ops: SimpleNamespace,
-    fp8: Fp8Spec | None = None,
+    fp8: Fp8Spec | None = None, shard: Sharding | None = None,
 ) -> LlamaForCausalLM:
-    """Allocate the model's storage once, in the compute dtype, without initialising it.
+    """Allocate the model's storage once, in the compute dtype, without initialising it
+    (only the rank's share under tensor parallelism).
 
     FP8 weights and their float32 scales keep their own dtypes.
     """
     with torch.device("meta"):
-        model = LlamaForCausalLM(config, ops, fp8)
+        if shard is None:
+            model = LlamaForCausalLM(config, ops, fp8)
+        else:
+            model = LlamaForCausalLM(shard.layout.local_config(), ops, fp8, shard.comm,
+                                     shard.layout)
     for module in model.modules():
         for name, param in list(module.named_parameters(recurse=False)):
             if not keeps_dtype(module, name):
@@ -158,3 +183,11 @@ def copy_weights(
     missing = [n for n, p in params.items() if filled.get(n, 0) != p.numel()]
     if missing:
         raise ValueError(f"{source}: checkpoint lacks tensors for {', '.join(missing[:5])}")
+
+
+def pad_rows(tensor: torch.Tensor, split: Split) -> torch.Tensor:
+    """A row split shorter than the rank's share (the vocabulary's last rank), zero-padded."""
+    missing = split.size - (split.stop - split.start)
+    if split.dim != 0 or missing <= 0:
+        return tensor
+    return torch.cat([tensor, tensor.new_zeros(missing, *tensor.shape[1:])])

@@ -12,17 +12,20 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tokenizers
 import torch
 from tokenizers import decoders, models, pre_tokenizers
 
 from engine.config import ModelConfig
-from engine.model.checkpoint import LoadedModel, empty_model, resolve_model_path
+from engine.model.checkpoint import LoadedModel, empty_model, resolve_model_path, sharding
 from engine.model.hf_loader import read_hf_config
 from engine.tokenizer import Tokenizer
 from engine.tokenizer.backends import TokenizersBackend, _gpt2_char_to_byte
+
+if TYPE_CHECKING:
+    from engine.parallel.comm import TPComm
 
 # Published shapes (the config.json fields of the HF checkpoints) for runs without files.
 _LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
@@ -108,13 +111,16 @@ def init_random(model: torch.nn.Module, seed: int = 0) -> None:
 
 
 def load_dummy(
-    model: str | Path, dtype: torch.dtype, device: torch.device, ops: SimpleNamespace
+    model: str | Path, dtype: torch.dtype, device: torch.device, ops: SimpleNamespace,
+    comm: TPComm | None = None,
 ) -> LoadedModel:
+    """Random weights; under tensor parallelism each rank draws its own share (so the
+    model differs from the TP=1 one: for benchmarks, not for comparing outputs)."""
     config, tokenizer = dummy_source(model)
     if tokenizer is None:
         tokenizer = byte_tokenizer(config.vocab_size)
         config = replace(config, eos_token_ids=(DUMMY_EOS_ID,))
-    net = empty_model(config, dtype, device, ops)
+    net = empty_model(config, dtype, device, ops, shard=sharding(comm, config))
     init_random(net)
     eos = set(config.eos_token_ids)
     if tokenizer.eos_token_id is not None:

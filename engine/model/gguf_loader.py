@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -13,9 +13,13 @@ from gguf import GGMLQuantizationType as Q
 from gguf.quants import dequantize
 
 from engine.config import ModelConfig
-from engine.model.checkpoint import LoadedModel, copy_weights, empty_model
+from engine.model.checkpoint import LoadedModel, copy_weights, empty_model, sharding
 from engine.model.gguf_file import GGUFFile, TensorInfo
+from engine.parallel.layout import ZERO, TPLayout
 from engine.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from engine.parallel.comm import TPComm
 
 # llama.cpp tensor names -> HF names (per-layer names are under blk.N.)
 _GLOBAL = {
@@ -63,9 +67,12 @@ def dequantized_rows(gf: GGUFFile, info: TensorInfo, start: int, stop: int) -> n
     return dequantize(raw, info.qtype)
 
 
-def iter_tensors(gf: GGUFFile, config: ModelConfig) -> Iterator[tuple[str, torch.Tensor, int]]:
+def iter_tensors(
+    gf: GGUFFile, config: ModelConfig, layout: TPLayout | None = None,
+) -> Iterator[tuple[str, torch.Tensor, int]]:
     """(HF name, a block of rows in float32, first row): big matrices go in chunks so that
-    the float32 temporaries stay small whatever the compute dtype."""
+    the float32 temporaries stay small whatever the compute dtype. With a tensor-parallel
+    `layout`, only the rank's rows are dequantized (a column split is cut chunk by chunk)."""
     for info in gf.tensors:
         name = hf_name(info.name)
         if name is None:
@@ -74,15 +81,32 @@ def iter_tensors(gf: GGUFFile, config: ModelConfig) -> Iterator[tuple[str, torch
             name.split(".")[-2]
         )
         num_rows = gf.num_rows(info)
+        split = None if layout is None else layout.split(name, tuple(info.shape))
+        if split == ZERO:
+            yield name, torch.zeros(tuple(info.shape)), 0
+            continue
+        first, stop, cols = 0, num_rows, None
+        if split is not None and split.dim == 0:
+            first, stop = split.start, split.stop
+        elif split is not None:
+            cols = slice(split.start, split.stop)
+        if heads and split is not None:  # the rank's whole heads (permuted within each)
+            heads = (stop - first) // config.head_dim
         # Q/K rows are permuted within heads: keep them whole (they are small).
-        step = num_rows if heads else max(1, _CHUNK_ELEMENTS // info.shape[-1])
-        for start in range(0, num_rows, step):
-            w = dequantized_rows(gf, info, start, start + step).reshape(-1, *info.shape[1:])
+        step = stop - first if heads else max(1, _CHUNK_ELEMENTS // info.shape[-1])
+        for start in range(first, stop, step):
+            w = dequantized_rows(gf, info, start, min(start + step, stop))
+            w = w.reshape(-1, *info.shape[1:])
             if heads:
                 w = unpermute_rows(w, heads)
             if len(info.shape) == 1:
                 w = w.reshape(info.shape)
-            yield name, torch.from_numpy(np.ascontiguousarray(w)), start
+            if cols is not None:
+                w = w[:, cols]
+            yield name, torch.from_numpy(np.ascontiguousarray(w)), start - first
+        if split is not None and split.dim == 0 and split.size > stop - first:
+            # The vocabulary's last rank: zero rows past the vocabulary.
+            yield name, torch.zeros(split.size - (stop - first), *info.shape[1:]), stop - first
 
 
 def end_of_generation_ids(meta: dict[str, Any], tokenizer: Tokenizer) -> frozenset[int]:
@@ -117,15 +141,18 @@ def has_low_bit_weights(path: Path) -> bool:
 
 
 def load_gguf(
-    path: Path, dtype: torch.dtype, device: torch.device, ops: SimpleNamespace
+    path: Path, dtype: torch.dtype, device: torch.device, ops: SimpleNamespace,
+    comm: TPComm | None = None,
 ) -> LoadedModel:
     gf = open_gguf(path)
     meta = gf.metadata
     by_name = {t.name: t for t in gf.tensors}
     config = ModelConfig.from_gguf_metadata(meta, has_output="output.weight" in by_name)
-    model = empty_model(config, dtype, device, ops)
+    shard = sharding(comm, config)
+    model = empty_model(config, dtype, device, ops, shard=shard)
     try:
-        copy_weights(model, iter_tensors(gf, config), path)
+        layout = None if shard is None else shard.layout
+        copy_weights(model, iter_tensors(gf, config, layout), path)
         if "rope_freqs.weight" in by_name:
             info = by_name["rope_freqs.weight"]
             factors = dequantized_rows(gf, info, 0, gf.num_rows(info))

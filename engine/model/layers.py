@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import math
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from engine.config import ModelConfig, RopeScaling
 from engine.model.fp8 import Fp8Linear, Fp8Spec
+
+if TYPE_CHECKING:
+    from engine.parallel.comm import TPComm
 
 
 def make_linear(
@@ -93,14 +97,18 @@ class RotaryEmbedding(nn.Module):
 
 
 class MLP(nn.Module):
-    """SwiGLU feed-forward with gate and up projections fused into one matmul."""
+    """SwiGLU feed-forward with gate and up projections fused into one matmul; with tensor
+    parallelism the rank's share of the width, down_proj's partial sums added over ranks."""
 
-    def __init__(self, config: ModelConfig, ops: SimpleNamespace, fp8: Fp8Spec | None) -> None:
+    def __init__(self, config: ModelConfig, ops: SimpleNamespace, fp8: Fp8Spec | None,
+                 comm: TPComm | None = None) -> None:
         super().__init__()
+        self.comm = comm
         bias, hidden, inter = config.mlp_bias, config.hidden_size, config.intermediate_size
         self.ops = ops
         self.gate_up_proj = make_linear(hidden, 2 * inter, bias, fp8, ops)
         self.down_proj = make_linear(inter, hidden, bias, fp8, ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.ops.silu_and_mul(self.gate_up_proj(x)))
+        out = self.down_proj(self.ops.silu_and_mul(self.gate_up_proj(x)))
+        return out if self.comm is None else self.comm.all_reduce(out)

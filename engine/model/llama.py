@@ -7,6 +7,7 @@ sequences; AttentionMetadata says where each token belongs.
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -16,14 +17,22 @@ from engine.model.attention import AttentionMetadata, attention
 from engine.model.fp8 import Fp8Spec
 from engine.model.layers import MLP, RMSNorm, RotaryEmbedding, make_linear
 
+if TYPE_CHECKING:
+    from engine.parallel.comm import TPComm
+    from engine.parallel.layout import TPLayout
+
 KVCache = tuple[torch.Tensor, torch.Tensor]
 
 
 class LlamaAttention(nn.Module):
+    """With tensor parallelism `config` is the rank's share (its heads) and o_proj's partial
+    output is summed over ranks (`comm`); without, comm is None and nothing extra runs."""
+
     def __init__(self, config: ModelConfig, rotary: RotaryEmbedding, ops: SimpleNamespace,
-                 fp8: Fp8Spec | None) -> None:
+                 fp8: Fp8Spec | None, comm: TPComm | None = None) -> None:
         super().__init__()
         self.config = config
+        self.comm = comm
         self.rotary = rotary
         self.ops = ops
         qkv_out = config.q_size + 2 * config.kv_size
@@ -42,18 +51,19 @@ class LlamaAttention(nn.Module):
         q, k = self.rotary(positions, qk).split([c.num_heads, c.num_kv_heads], dim=1)
         v = qkv[:, c.q_size + c.kv_size :].view(-1, c.num_kv_heads, c.head_dim)
         out = attention(q, k, v, kv_cache, meta, self.scale, self.ops)
-        return self.o_proj(out.reshape(-1, c.q_size))
+        out = self.o_proj(out.reshape(-1, c.q_size))
+        return out if self.comm is None else self.comm.all_reduce(out)
 
 
 class LlamaDecoderLayer(nn.Module):
     def __init__(self, config: ModelConfig, rotary: RotaryEmbedding, ops: SimpleNamespace,
-                 fp8: Fp8Spec | None) -> None:
+                 fp8: Fp8Spec | None, comm: TPComm | None = None) -> None:
         super().__init__()
         size, eps = config.hidden_size, config.rms_norm_eps
         self.input_layernorm = RMSNorm(size, eps, ops)
-        self.self_attn = LlamaAttention(config, rotary, ops, fp8)
+        self.self_attn = LlamaAttention(config, rotary, ops, fp8, comm)
         self.post_attention_layernorm = RMSNorm(size, eps, ops)
-        self.mlp = MLP(config, ops, fp8)
+        self.mlp = MLP(config, ops, fp8, comm)
 
     def forward(
         self, positions: torch.Tensor, x: torch.Tensor, residual: torch.Tensor | None,
@@ -68,16 +78,27 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
-    """Embedding -> N decoder layers -> final norm -> LM head (tied or separate)."""
+    """Embedding -> N decoder layers -> final norm -> LM head (tied or separate).
 
-    def __init__(self, config: ModelConfig, ops: SimpleNamespace, fp8: Fp8Spec | None = None) -> None:
+    Tensor-parallel (`comm` and `layout` given): `config` is the rank's share; the
+    embedding and LM head hold the rank's vocabulary rows (layout.vocab_start onwards).
+    """
+
+    def __init__(self, config: ModelConfig, ops: SimpleNamespace, fp8: Fp8Spec | None = None,
+                 comm: TPComm | None = None, layout: TPLayout | None = None) -> None:
         super().__init__()
         self.config = config
         self.ops = ops
+        if (comm is None) != (layout is None):
+            raise ValueError("tensor parallelism needs both the group (comm) and the layout")
+        self.comm = comm
+        # This rank's first vocabulary row and the whole vocabulary (its logits are cut to it).
+        self.vocab_start = 0 if layout is None else layout.vocab_start
+        self.full_vocab = config.vocab_size if layout is None else layout.full.vocab_size
         self.rotary = RotaryEmbedding(config, ops)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(config, self.rotary, ops, fp8) for _ in range(config.num_layers)
+            LlamaDecoderLayer(config, self.rotary, ops, fp8, comm) for _ in range(config.num_layers)
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, ops)
         if config.tie_word_embeddings:
@@ -93,13 +114,29 @@ class LlamaForCausalLM(nn.Module):
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         """Final hidden states of every token: [num_tokens, hidden]."""
-        x, residual = self.embed_tokens(input_ids), None
+        if self.comm is None:
+            x = self.embed_tokens(input_ids)
+        else:
+            x = self.comm.all_reduce(self._embed_shard(input_ids))
+        residual = None
         for layer, kv_cache in zip(self.layers, kv_caches):
             x, residual = layer(positions, x, residual, kv_cache, meta)
         return self.norm(x, residual)[0]
 
+    def _embed_shard(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Vocab-parallel lookup: each rank embeds the ids in its rows (zeros for the others'
+        ids), so the sum over ranks is every token's embedding."""
+        local = input_ids - self.vocab_start
+        outside = (local < 0) | (local >= self.embed_tokens.num_embeddings)
+        x = self.embed_tokens(local.masked_fill(outside, 0))
+        return x.masked_fill_(outside[:, None], 0.0)
+
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits in float32 for the rows the sampler needs (usually each sequence's last)."""
         if self.lm_head is None:
-            return (hidden @ self.embed_tokens.weight.t()).float()
-        return self.lm_head(hidden).float()  # nn.Linear, or Int8Linear after quantization
+            logits = hidden @ self.embed_tokens.weight.t()
+        else:
+            logits = self.lm_head(hidden)  # nn.Linear, or Int8Linear after quantization
+        if self.comm is not None:  # every rank's vocabulary rows, the padding cut off
+            logits = self.comm.gather_last_dim(logits)[:, : self.full_vocab]
+        return logits.float()

@@ -1,0 +1,1 @@
+"""Tensor parallelism: the shard layout, the collectives, and the worker processes."""
