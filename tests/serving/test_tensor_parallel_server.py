@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,32 +14,11 @@ from typing import Any
 import openai
 import pytest
 
+from tests.processes import child_pids, wait_gone
 from tests.serving.conftest import HELLO, MAX_LEN, MODEL, Reference
 from tests.serving.servers import Server, start_server, stop_server
 
 PROMPT = "The capital of France is"
-
-
-def child_pids(pid: int) -> list[int]:
-    """Processes whose parent is `pid` (from /proc: no psutil needed)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +81,4 @@ def test_killed_worker_fails_requests_with_5xx_and_the_server_exits(tp_server: S
     assert 500 <= plain["status"] < 600, plain
     assert "error" in plain["body"], plain
     assert tp_server.proc.wait(timeout=30) == 3, tp_server.log_tail()
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(alive(pid) for pid in workers)
+    assert wait_gone(workers)

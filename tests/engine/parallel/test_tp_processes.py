@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ import torch
 
 from engine import LLM, SamplingParams
 from tests.conftest import REPO, make_tiny_llama
+from tests.processes import alive, child_pids, wait_gone
 
 SCRIPT = Path(__file__).with_name("tp_script.py")
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -28,21 +28,6 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONUNB
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(make_tiny_llama(tmp_path_factory.mktemp("tp-proc"), "llama31"))
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def wait_gone(pids: list[int], seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return not any(alive(p) for p in pids)
 
 
 def run_script(mode: str, model: str) -> tuple[subprocess.CompletedProcess, list[int]]:
@@ -131,24 +116,11 @@ def test_four_ranks_replicate_the_two_kv_heads_and_match_tp1(model: str) -> None
 
 
 def test_heads_that_do_not_split_are_refused_before_any_worker_starts(model: str) -> None:
-    before = children()
+    before = set(child_pids())
     with pytest.raises(ValueError, match="8 attention heads do not divide evenly over "
                                          "tensor_parallel_size 3"):
         LLM(model, tensor_parallel_size=3)
-    assert children() == before
-
-
-def children() -> set[int]:
-    """This process's live child processes (from /proc)."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(stat[1]) == os.getpid() and stat[0] != "Z":
-            found.add(int(entry))
-    return found
+    assert set(child_pids()) == before
 
 
 def test_fp8_block_scaled_checkpoint_under_tp2_matches_tp1(tmp_path: Path) -> None:
