@@ -251,18 +251,18 @@ class TPDriver:
                 self.comm.send(("stop",))
             except Exception as e:  # noqa: BLE001 - a worker already gone; _stop reaps the rest
                 logger.warning("could not tell the workers to stop: %s", e)
-        _stop(self.procs, 10.0)
-        try:
-            dist.destroy_process_group()
-        except (RuntimeError, ValueError):
-            pass
+        self._end(grace=10.0)
 
     def abort(self) -> None:
         """Rank 0 failed before the workers finished starting: kill them (they may be inside
         a start-up collective, where a "stop" message would not be read)."""
         with self._lock:
             self.closed = True
-        _stop(self.procs, 0.0)
+        self._end(grace=0.0)
+
+    def _end(self, grace: float) -> None:
+        """Stop the workers (killed after `grace` seconds) and leave the process group."""
+        _stop(self.procs, grace)
         try:
             dist.destroy_process_group()
         except (RuntimeError, ValueError):
