@@ -294,13 +294,17 @@ def tiny_server(tiny_model: Path, tiny_bert_dir: Path,
 
 @pytest.fixture(scope="session")
 def smol_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The real SmolLM2 (fetched by python -m weights.fetch), without an embedding model."""
+    """The real SmolLM2 (fetched by python -m weights.fetch), without an embedding model.
+
+    `--seed 0`: requests that send no seed (the API documents' examples) still draw their
+    samples from a fixed stream, so how long their answers run, and the suite's time, do
+    not change from one run to the next."""
     path = smollm2_path()
     if not path.exists():
         pytest.skip(f"the real model is not fetched ({path}); run python -m weights.fetch")
     tmp = tmp_path_factory.mktemp("smol-server")
     server = start_server(["--model", str(path), "--served-model-name", SMOL,
-                           "--max-model-len", "512", "--no-embedding-model",
+                           "--max-model-len", "512", "--no-embedding-model", "--seed", "0",
                            "--data-dir", str(tmp / "data")], tmp / "server.log")
     yield server
     assert stop_server(server) == 0, server.log_tail()
