@@ -29,6 +29,7 @@ MATMUL_MAX_KEYS = 512
 class DecodeGroup:
     rows: torch.Tensor | None  # rows of q in this group (None: all rows, in order)
     tables: torch.Tensor  # [group, blocks] block tables trimmed to the longest context
+    flat: torch.Tensor  # tables as one row of block ids (the gather's index)
     masked: torch.Tensor | None  # [group, 1, 1, padded_len] True where a key is padding
     length: int | None  # a group of one sequence: its keys are cut to this (no mask op)
     use_sdpa: bool  # past the measured crossover (MATMUL_MAX_KEYS)
@@ -76,7 +77,7 @@ def build_plan(block_tables: torch.Tensor, context_lens: torch.Tensor, block_siz
             pos = torch.arange(nblocks * block_size)
             masked = (pos[None, :] >= glens[:, None])[:, None, None, :]
         keys = len(rows) * nblocks * block_size
-        groups.append(DecodeGroup(idx, tables, masked, length,
+        groups.append(DecodeGroup(idx, tables, tables.reshape(-1), masked, length,
                                   len(rows) > 1 and keys > MATMUL_MAX_KEYS))
     all_rows = len(groups) == 1 and groups[0].rows is None
     return DecodePlan(groups, all_rows)
@@ -106,10 +107,9 @@ def _attend(
     """q [g, heads, D] over the group's gathered context -> [g, heads, D]."""
     b, heads, dim = q.shape
     kv_heads = k_cache.shape[2]
-    flat = group.tables.reshape(-1)
-    # [g, len, kv_heads, D] -> [g, kv_heads, len, D]
-    k = k_cache.view(k_cache.shape[0], -1).index_select(0, flat).view(b, -1, kv_heads, dim)
-    v = v_cache.view(v_cache.shape[0], -1).index_select(0, flat).view(b, -1, kv_heads, dim)
+    # whole blocks: [g * blocks, block_size, kv_heads, D] -> [g, len, kv_heads, D]
+    k = k_cache.index_select(0, group.flat).view(b, -1, kv_heads, dim)
+    v = v_cache.index_select(0, group.flat).view(b, -1, kv_heads, dim)
     if group.length is not None:
         k, v = k[:, : group.length], v[:, : group.length]
     mask = group.masked
@@ -137,9 +137,13 @@ def paged_decode_attention(
     block_tables: torch.Tensor,
     context_lens: torch.Tensor,
     scale: float,
+    plan: DecodePlan | None = None,
 ) -> torch.Tensor:
-    """One query per sequence: q [batch, heads, head_dim]; a row with context 0 gives zeros."""
-    plan = _plan(block_tables, context_lens, k_cache.shape[1])
+    """One query per sequence: q [batch, heads, head_dim]; a row with context 0 gives zeros.
+    `plan`: build_plan of these tables and lengths, made once per step by the caller (else
+    the last plan is reused while the tensors hold the same values)."""
+    if plan is None:
+        plan = _plan(block_tables, context_lens, k_cache.shape[1])
     if plan.all_rows:
         return _attend(q, k_cache, v_cache, plan.groups[0], scale)
     out = torch.zeros_like(q)
