@@ -113,22 +113,22 @@ def _attend(
     """q [g, heads, D] over the group's gathered context -> [g, heads, D]."""
     b, heads, dim = q.shape
     kv_heads = k_cache.shape[2]
-    # whole blocks: [g * blocks, block_size, kv_heads, D] -> [g, len, kv_heads, D]
-    k = k_cache.index_select(0, group.flat).view(b, -1, kv_heads, dim)
-    v = v_cache.index_select(0, group.flat).view(b, -1, kv_heads, dim)
-    if group.length is not None:
-        k, v = k[:, : group.length], v[:, : group.length]
+    padded = group.flat.shape[0] // b * k_cache.shape[1]
+    keys = padded if group.length is None else group.length
+    # The gathered whole blocks [g * blocks, block_size, kv_heads, D] seen as [g, kv_heads,
+    # keys, D] (cut to `keys`): one as_strided instead of view, slice and transpose.
+    shape = (b, kv_heads, keys, dim)
+    strides = (padded * kv_heads * dim, dim, kv_heads * dim, 1)
+    k = k_cache.index_select(0, group.flat).as_strided(shape, strides)
+    v = v_cache.index_select(0, group.flat).as_strided(shape, strides)
     if not group.fold:
         o = F.scaled_dot_product_attention(
-            q[:, :, None, :], k.transpose(1, 2), v.transpose(1, 2), attn_mask=group.keep,
-            scale=scale, enable_gqa=True,
+            q[:, :, None, :], k, v, attn_mask=group.keep, scale=scale, enable_gqa=True
         )
         return o[:, :, 0, :]
     qg = q.view(b, kv_heads, heads // kv_heads, dim)  # GQA: the heads sharing a KV head
-    o = F.scaled_dot_product_attention(
-        qg, k.transpose(1, 2), v.transpose(1, 2), attn_mask=group.keep, scale=scale
-    )  # [g, kv_heads, group, D]
-    return o.reshape(b, heads, dim)
+    o = F.scaled_dot_product_attention(qg, k, v, attn_mask=group.keep, scale=scale)
+    return o.reshape(b, heads, dim)  # from [g, kv_heads, group, D]
 
 
 def paged_decode_attention(
