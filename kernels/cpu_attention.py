@@ -19,15 +19,17 @@ import torch.nn.functional as F
 # A decode group is padded to its longest context; a sequence joins the current group
 # while the padded size stays within this factor of the real one (lengths sorted).
 MAX_PADDING = 1.5
-# The folded call is used for one sequence, and for a group whose padded context is at most
-# this many keys; longer multi-sequence groups take the enable_gqa call. Measured by
+# The folded call is used for one sequence, and for a group of at most this many padded keys
+# in all (sequences x padded context); larger groups take the enable_gqa call. Measured by
 # benchmarks/cpu_attention.py (SmolLM2 shape: 9 query heads over 3 KV heads, 1 thread, busy
-# 2-core machine, interleaved, enable_gqa time / folded time): one sequence 1.5-2.3x at
-# 16-8192 keys; 4-32 sequences of 16-512 keys 1.2-2.6x (32 x 128: 1.31, 32 x 256: 1.2-1.29,
-# 32 x 512: 1.2-1.24); but 16-32 sequences of 600-1024 keys swung between 0.4x and 1.2x from
-# run to run (32 x 600: 0.49-1.02), so past 512 keys the enable_gqa call stays. The former
-# two-batched-matmuls path lost to the folded call at every point (1.1-1.9x).
-FOLD_MAX_KEYS = 512
+# 2-core machine, interleaved; enable_gqa time / folded time, several runs): one sequence
+# 1.01-1.3x at 16-1024 keys, 1.61x at 4096; groups of 4-32 sequences up to 8,192 keys
+# 1.04-1.29x (32 x 128: 1.16-1.18, 32 x 256: 1.14-1.29, 16 x 512: 1.15, 8 x 1024: 1.13-1.15).
+# Past that the folded call fell off a cliff in some runs and not others (16 x 600:
+# 0.51-1.29, 32 x 384: 0.93-1.22, 32 x 512: 0.38-1.24, 32 x 1024: 0.41-1.1), so those groups
+# keep enable_gqa. The former two-batched-matmuls path lost to the folded call at every
+# point (1.15-4x).
+FOLD_MAX_KEYS = 8192
 
 
 @dataclass
@@ -82,7 +84,7 @@ def build_plan(block_tables: torch.Tensor, context_lens: torch.Tensor, block_siz
             glens = torch.tensor(sorted_lens[start:stop])
             pos = torch.arange(nblocks * block_size)
             keep = (pos[None, :] < glens[:, None])[:, None, None, :]
-        fold = len(rows) == 1 or nblocks * block_size <= FOLD_MAX_KEYS
+        fold = len(rows) == 1 or len(rows) * nblocks * block_size <= FOLD_MAX_KEYS
         groups.append(DecodeGroup(idx, tables, tables.reshape(-1), keep, length, fold))
     all_rows = len(groups) == 1 and groups[0].rows is None
     return DecodePlan(groups, all_rows)
