@@ -1,14 +1,18 @@
-"""CPU decode attention: the matmul path (kernels.cpu_attention) against the SDPA one.
+"""CPU decode attention: kernels.cpu_attention's two paths against torch's GQA SDPA.
 
     python -m benchmarks.cpu_attention            # sweep, prints a table, saves JSON
     python -m benchmarks.cpu_attention --quick    # one small point, to check it runs
 
 SmolLM2-135M attention shape: 9 query heads over 3 KV heads, head_dim 64, float32, KV
 block 16, blocks shuffled in the cache. Each point times both paths interleaved (A, B, A,
-B, ...) so a noisy shared machine slows both alike; the median per call is reported with
-the ratio SDPA / matmul (> 1: the matmul path wins). The plan (per-step padding, built once
-and reused by every layer) is built outside the timed region for the matmul path, as the
-engine amortizes it over its layers; SDPA's per-call mask is timed, as the engine pays it.
+B, ...) so a noisy shared machine slows both alike; the median per call is reported.
+Paths, all over the same gathered blocks (kernels.cpu_attention._attend): `fold` (SDPA with
+each KV head's query heads as its queries: K/V read once per KV head), `gqa` (SDPA with
+enable_gqa, one query per head) and `matmul` (two batched matmuls and a softmax: the
+engine's path for small groups before `fold` measured faster). The engine's choice
+(cpu_attention.FOLD_MAX_KEYS) is printed. The ratios are gqa / fold and matmul / fold (> 1:
+fold wins). The plan (per-step padding, built once and reused by every layer) is built
+outside the timed region, as the engine amortizes it over its layers.
 """
 
 from __future__ import annotations
@@ -24,11 +28,11 @@ from collections.abc import Callable
 import torch
 
 from benchmarks.common import save
-from kernels import cpu_attention, reference
+from kernels import cpu_attention
 
 Q_HEADS, KV_HEADS, HEAD_DIM, BLOCK = 9, 3, 64, 16
-BATCHES = (1, 8, 32)
-CONTEXTS = (16, 64, 256, 1024, 4096)
+BATCHES = (1, 4, 8, 16, 32)
+CONTEXTS = (16, 64, 128, 256, 600, 1024)
 
 
 def _case(batch: int, ctx: int) -> tuple[torch.Tensor, ...]:
@@ -54,23 +58,48 @@ def _interleaved(fns: list[Callable[[], object]], reps: int) -> list[float]:
     return [1e6 * statistics.median(t) for t in times]
 
 
+def _matmul_attend(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                   group: cpu_attention.DecodeGroup, scale: float) -> torch.Tensor:
+    """The former matmul path, kept here as the comparison."""
+    b, heads, dim = q.shape
+    kv_heads = k_cache.shape[2]
+    k = k_cache.index_select(0, group.flat).view(b, -1, kv_heads, dim)
+    v = v_cache.index_select(0, group.flat).view(b, -1, kv_heads, dim)
+    if group.length is not None:
+        k, v = k[:, : group.length], v[:, : group.length]
+    qg = q.view(b, kv_heads, heads // kv_heads, dim)
+    scores = torch.matmul(qg, k.permute(0, 2, 3, 1)).mul_(scale)
+    if group.keep is not None:
+        scores.masked_fill_(~group.keep, float("-inf"))
+    out = torch.matmul(torch.softmax(scores, dim=-1), v.transpose(1, 2))
+    return out.view(b, heads, dim)
+
+
 def point(batch: int, ctx: int, reps: int) -> dict:
     q, k, v, tables, lens = _case(batch, ctx)
     plan = cpu_attention.build_plan(tables, lens, BLOCK)
-    group = dataclasses.replace(plan.groups[0], use_sdpa=False)  # the matmul path
+    group = plan.groups[0]
+    fold_group = dataclasses.replace(group, fold=True)
+    gqa_group = dataclasses.replace(group, fold=False)
     scale = HEAD_DIM**-0.5
-    lens_list = lens.tolist()
 
-    def sdpa() -> torch.Tensor:
-        return reference._decode_attention(q, k, v, tables, lens_list, scale)
+    def gqa() -> torch.Tensor:
+        return cpu_attention._attend(q, k, v, gqa_group, scale)
 
     def matmul() -> torch.Tensor:
-        return cpu_attention._attend(q, k, v, group, scale)
+        return _matmul_attend(q, k, v, group, scale)
 
-    torch.testing.assert_close(matmul(), sdpa(), atol=1e-4, rtol=1e-4)
-    sdpa_us, matmul_us = _interleaved([sdpa, matmul], reps)
-    return {"batch": batch, "context": ctx, "sdpa_us": round(sdpa_us, 1),
-            "matmul_us": round(matmul_us, 1), "sdpa_over_matmul": round(sdpa_us / matmul_us, 2)}
+    def fold() -> torch.Tensor:
+        return cpu_attention._attend(q, k, v, fold_group, scale)
+
+    torch.testing.assert_close(matmul(), gqa(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fold(), gqa(), atol=1e-4, rtol=1e-4)
+    gqa_us, matmul_us, fold_us = _interleaved([gqa, matmul, fold], reps)
+    return {"batch": batch, "context": ctx, "gqa_us": round(gqa_us, 1),
+            "matmul_us": round(matmul_us, 1), "fold_us": round(fold_us, 1),
+            "gqa_over_fold": round(gqa_us / fold_us, 2),
+            "matmul_over_fold": round(matmul_us / fold_us, 2),
+            "engine": "fold" if group.fold else "gqa"}
 
 
 def run(batches: tuple[int, ...], contexts: tuple[int, ...], reps: int) -> list[dict]:
@@ -79,8 +108,9 @@ def run(batches: tuple[int, ...], contexts: tuple[int, ...], reps: int) -> list[
         for ctx in contexts:
             row = point(batch, ctx, reps)
             rows.append(row)
-            print(f"{batch:>5} {ctx:>7} {row['sdpa_us']:>10.1f} {row['matmul_us']:>10.1f} "
-                  f"{row['sdpa_over_matmul']:>8.2f}", flush=True)
+            print(f"{batch:>5} {ctx:>7} {row['gqa_us']:>9.1f} {row['matmul_us']:>9.1f} "
+                  f"{row['fold_us']:>9.1f} {row['gqa_over_fold']:>8.2f} "
+                  f"{row['matmul_over_fold']:>8.2f} {row['engine']:>6}", flush=True)
     return rows
 
 
@@ -97,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"{Q_HEADS}/{KV_HEADS} heads x {HEAD_DIM}, block {BLOCK}, float32, median of "
           f"{args.reps} interleaved calls")
-    print(f"{'batch':>5} {'context':>7} {'sdpa us':>10} {'matmul us':>10} {'ratio':>8}")
+    print(f"{'batch':>5} {'context':>7} {'gqa us':>9} {'matmul us':>9} {'fold us':>9} "
+          f"{'gqa/fold':>8} {'mm/fold':>8} {'engine':>6}")
     rows = run(batches, contexts, args.reps)
     if not args.quick:
         print("saved", save("cpu_attention", {"loadavg_1m": os.getloadavg()[0], "shape": [Q_HEADS, KV_HEADS, HEAD_DIM, BLOCK],

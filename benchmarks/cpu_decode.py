@@ -8,6 +8,8 @@ noisy shared machine slows both alike. Roofline: weight bytes read per step / th
 bandwidth measured here (benchmarks.common.memory_bandwidth_gbps). The breakdown comes
 from torch.profiler over a few steps: self CPU time of GEMM ops and of the attention
 function; the remainder of the step is host overhead (Python, small ops, dispatch).
+`aten_calls` counts the aten ops one step issues (a TorchDispatchMode sees each top-level
+call): deterministic where the times are noisy, so a cut in host overhead shows as a number.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks.common import memory_bandwidth_gbps, save
 from engine.model.int8 import Int8Linear
@@ -61,6 +64,26 @@ class Decoder:
     def step(self) -> None:
         self.runner.execute([SequenceChunk([42], self.pos, t) for t in self.tables])
         self.pos += 1
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the aten calls that reach the dispatcher's Python key (ops called by other
+    ops inside this handler are not seen: top-level calls only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def aten_calls(dec: Decoder) -> int:
+    """aten calls of one decode step."""
+    with _OpCounter() as counter:
+        dec.step()
+    return counter.count
 
 
 def breakdown(dec: Decoder, steps: int) -> dict[str, float]:
@@ -112,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         roof_ms = wb / (bw * 1e9) * 1000
         row = {"step_ms_p50": round(ms, 2), "tok_s": round(1000 * args.batch / ms, 1),
                "weight_mb": round(wb / 1e6, 1), "roofline_ms": round(roof_ms, 2),
-               "of_roofline": round(roof_ms / ms, 2), **breakdown(dec, 5)}
+               "of_roofline": round(roof_ms / ms, 2), "aten_calls": aten_calls(dec),
+               **breakdown(dec, 5)}
         rows[name] = row
         print(name, row, flush=True)
     print(f"int8 / float32 tok/s: {rows['int8']['tok_s'] / rows['float32']['tok_s']:.2f}; "

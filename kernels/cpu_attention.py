@@ -1,10 +1,12 @@
-"""Decode attention for the CPU: batched matmul + softmax over the gathered KV blocks.
+"""Decode attention for the CPU: SDPA over the gathered KV blocks, each KV head's query
+heads folded into its queries where that measured faster.
 
-torch's SDPA on the CPU has a fixed cost per decode call that dominates small contexts (the
-issue's profile: ~1.6 ms at 40 tokens). Here the same math is two batched matmuls and a
-softmax; past a measured crossover (MATMUL_MAX_KEYS) a group goes to SDPA after all. Every layer of a step sees the same block
-tables and lengths, so the padding plan (groups, masks, trimmed tables) is built once per
-step and reused (while the index tensors hold the same values).
+torch's SDPA with enable_gqa (one query per head) reads each KV head once per query head
+that shares it; folded, the heads sharing a KV head are that head's queries ([g, kv_heads,
+group, D]) and each KV head is read once. Measured by benchmarks/cpu_attention.py (see
+FOLD_MAX_KEYS). Every layer of a step sees the same block tables and lengths, so the
+padding plan (groups, masks, trimmed tables, which call) is built once per step (the
+caller's step plan, or reused while the index tensors hold the same values).
 """
 
 from __future__ import annotations
@@ -17,21 +19,27 @@ import torch.nn.functional as F
 # A decode group is padded to its longest context; a sequence joins the current group
 # while the padded size stays within this factor of the real one (lengths sorted).
 MAX_PADDING = 1.5
-# Crossover, measured by benchmarks/cpu_attention.py (SmolLM2 shape, 1 thread, busy 2-core
-# machine): the matmul path won at every context for one sequence (1.45-2.0x, 16 to 4096
-# keys) and for groups of up to ~512 keys in all (8 x 16: 1.32x, 32 x 16: 1.22x, 8 x 64:
-# even); beyond, its transposed K/V copies cost more than SDPA's fixed cost (32 x 64: 0.17x,
-# 32 x 1024: 0.65x), so larger groups go to SDPA.
-MATMUL_MAX_KEYS = 512
+# The folded call is used for one sequence, and for a group of at most this many padded keys
+# in all (sequences x padded context); larger groups take the enable_gqa call. Measured by
+# benchmarks/cpu_attention.py (SmolLM2 shape: 9 query heads over 3 KV heads, 1 thread, busy
+# 2-core machine, interleaved; enable_gqa time / folded time, several runs): one sequence
+# 1.01-1.3x at 16-1024 keys, 1.61x at 4096; groups of 4-32 sequences up to 8,192 keys
+# 1.04-1.29x (32 x 128: 1.16-1.18, 32 x 256: 1.14-1.29, 16 x 512: 1.15, 8 x 1024: 1.13-1.15).
+# Past that the folded call fell off a cliff in some runs and not others (16 x 600:
+# 0.51-1.29, 32 x 384: 0.93-1.22, 32 x 512: 0.38-1.24, 32 x 1024: 0.41-1.1), so those groups
+# keep enable_gqa. The former two-batched-matmuls path lost to the folded call at every
+# point (1.15-4x).
+FOLD_MAX_KEYS = 8192
 
 
 @dataclass
 class DecodeGroup:
     rows: torch.Tensor | None  # rows of q in this group (None: all rows, in order)
     tables: torch.Tensor  # [group, blocks] block tables trimmed to the longest context
-    masked: torch.Tensor | None  # [group, 1, 1, padded_len] True where a key is padding
-    length: int | None  # a group of one sequence: its keys are cut to this (no mask op)
-    use_sdpa: bool  # past the measured crossover (MATMUL_MAX_KEYS)
+    flat: torch.Tensor  # tables as one row of block ids (the gather's index)
+    keep: torch.Tensor | None  # [group, 1, 1, padded_len] True where a key is real (None: all)
+    length: int | None  # a group of one sequence: its keys are cut to this (no mask)
+    fold: bool  # query heads folded per KV head (FOLD_MAX_KEYS), else enable_gqa
 
 
 @dataclass
@@ -41,6 +49,7 @@ class DecodePlan:
 
 
 _cache: tuple[torch.Tensor, torch.Tensor, int, DecodePlan] | None = None
+
 
 def _group_bounds(lens: list[int]) -> list[tuple[int, int]]:
     """Consecutive [start, stop) groups over ascending lengths, bounded padding each."""
@@ -69,15 +78,14 @@ def build_plan(block_tables: torch.Tensor, context_lens: torch.Tensor, block_siz
         idx = None if in_order and len(rows) == len(lens) else torch.tensor(rows)
         tables = block_tables if idx is None else block_tables.index_select(0, idx)
         tables = tables[:, :nblocks].to(torch.long)
-        masked = None
+        keep = None
         length = max_len if stop - start == 1 else None
         if length is None and sorted_lens[start] < nblocks * block_size:  # padded key slots
             glens = torch.tensor(sorted_lens[start:stop])
             pos = torch.arange(nblocks * block_size)
-            masked = (pos[None, :] >= glens[:, None])[:, None, None, :]
-        keys = len(rows) * nblocks * block_size
-        groups.append(DecodeGroup(idx, tables, masked, length,
-                                  len(rows) > 1 and keys > MATMUL_MAX_KEYS))
+            keep = (pos[None, :] < glens[:, None])[:, None, None, :]
+        fold = len(rows) == 1 or len(rows) * nblocks * block_size <= FOLD_MAX_KEYS
+        groups.append(DecodeGroup(idx, tables, tables.reshape(-1), keep, length, fold))
     all_rows = len(groups) == 1 and groups[0].rows is None
     return DecodePlan(groups, all_rows)
 
@@ -99,6 +107,7 @@ def _plan(block_tables: torch.Tensor, context_lens: torch.Tensor, block_size: in
     _cache = (block_tables.clone(), context_lens.clone(), block_size, plan)
     return plan
 
+
 def _attend(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, group: DecodeGroup,
     scale: float,
@@ -106,28 +115,22 @@ def _attend(
     """q [g, heads, D] over the group's gathered context -> [g, heads, D]."""
     b, heads, dim = q.shape
     kv_heads = k_cache.shape[2]
-    flat = group.tables.reshape(-1)
-    # [g, len, kv_heads, D] -> [g, kv_heads, len, D]
-    k = k_cache.view(k_cache.shape[0], -1).index_select(0, flat).view(b, -1, kv_heads, dim)
-    v = v_cache.view(v_cache.shape[0], -1).index_select(0, flat).view(b, -1, kv_heads, dim)
-    if group.length is not None:
-        k, v = k[:, : group.length], v[:, : group.length]
-    mask = group.masked
-    if group.use_sdpa:
-        keep = None if mask is None else ~mask
+    padded = group.flat.shape[0] // b * k_cache.shape[1]
+    keys = padded if group.length is None else group.length
+    # The gathered whole blocks [g * blocks, block_size, kv_heads, D] seen as [g, kv_heads,
+    # keys, D] (cut to `keys`): one as_strided instead of view, slice and transpose.
+    shape = (b, kv_heads, keys, dim)
+    strides = (padded * kv_heads * dim, dim, kv_heads * dim, 1)
+    k = k_cache.index_select(0, group.flat).as_strided(shape, strides)
+    v = v_cache.index_select(0, group.flat).as_strided(shape, strides)
+    if not group.fold:
         o = F.scaled_dot_product_attention(
-            q[:, :, None, :], k.transpose(1, 2), v.transpose(1, 2), attn_mask=keep,
-            scale=scale, enable_gqa=True,
+            q[:, :, None, :], k, v, attn_mask=group.keep, scale=scale, enable_gqa=True
         )
         return o[:, :, 0, :]
     qg = q.view(b, kv_heads, heads // kv_heads, dim)  # GQA: the heads sharing a KV head
-    scores = torch.matmul(qg, k.permute(0, 2, 3, 1))  # [g, kv_heads, group, len]
-    scores.mul_(scale)
-    if mask is not None:
-        scores.masked_fill_(mask, float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
-    out = torch.matmul(probs, v.transpose(1, 2))  # [g, kv_heads, group, D]
-    return out.view(b, heads, dim)
+    o = F.scaled_dot_product_attention(qg, k, v, attn_mask=group.keep, scale=scale)
+    return o.reshape(b, heads, dim)  # from [g, kv_heads, group, D]
 
 
 def paged_decode_attention(
@@ -137,9 +140,13 @@ def paged_decode_attention(
     block_tables: torch.Tensor,
     context_lens: torch.Tensor,
     scale: float,
+    plan: DecodePlan | None = None,
 ) -> torch.Tensor:
-    """One query per sequence: q [batch, heads, head_dim]; a row with context 0 gives zeros."""
-    plan = _plan(block_tables, context_lens, k_cache.shape[1])
+    """One query per sequence: q [batch, heads, head_dim]; a row with context 0 gives zeros.
+    `plan`: build_plan of these tables and lengths, made once per step by the caller (else
+    the last plan is reused while the tensors hold the same values)."""
+    if plan is None:
+        plan = _plan(block_tables, context_lens, k_cache.shape[1])
     if plan.all_rows:
         return _attend(q, k_cache, v_cache, plan.groups[0], scale)
     out = torch.zeros_like(q)

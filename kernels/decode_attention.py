@@ -131,12 +131,15 @@ def paged_decode_attention(
     scale: float,
     num_splits: int | None = None,
     out: torch.Tensor | None = None,
+    plan: object | None = None,
 ) -> torch.Tensor:
     """q [B, Hq, D], one query per sequence over its paged context -> [B, Hq, D].
 
     A row whose context_len is 0 gives zeros. num_splits None: chosen from the shapes
-    (the block table's width bounds the context, so no device sync is needed).
+    (the block table's width bounds the context, so no device sync is needed). `plan` is
+    ignored (plan_step gives None for the kernels).
     """
+    del plan
     check_paged_inputs(q, k_cache, v_cache, block_tables)
     batch, q_heads, head_dim = q.shape
     block_size, kv_heads = k_cache.shape[1], k_cache.shape[2]

@@ -40,11 +40,14 @@ def write_kv_cache(
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
+    plan: object | None = None,
 ) -> None:
     """k, v [T, kv_heads, D] -> caches [blocks, block_size, kv_heads, D] in place.
 
     A negative slot skips its token. Slots must be distinct (as the block manager gives them).
+    `plan` is ignored: the kernel reads the slots on the device.
     """
+    del plan
     require(k.dim() == 3 and v.shape == k.shape, f"k, v must be [tokens, kv_heads, head_dim] "
             f"and equal, got {tuple(k.shape)} and {tuple(v.shape)}")
     require(k_cache.dim() == 4 and v_cache.shape == k_cache.shape,

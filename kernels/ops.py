@@ -47,8 +47,10 @@ class KernelOps(Protocol):
         x: torch.Tensor,
         inv_freq: torch.Tensor,
         out: torch.Tensor | None = None,
+        plan: object | None = None,
     ) -> torch.Tensor:
-        """x [T, heads, D] rotated (HF rotate-half layout) by positions [T], inv_freq [D/2]."""
+        """x [T, heads, D] rotated (HF rotate-half layout) by positions [T], inv_freq [D/2].
+        plan: this step's plan_step result for these positions (or None)."""
         ...
 
     def write_kv_cache(
@@ -58,9 +60,11 @@ class KernelOps(Protocol):
         k_cache: torch.Tensor,
         v_cache: torch.Tensor,
         slot_mapping: torch.Tensor,
+        plan: object | None = None,
     ) -> None:
         """k, v [T, kv_heads, D] into caches [blocks, block_size, kv_heads, D] at
-        slot = block * block_size + offset, in place; a negative slot skips its token."""
+        slot = block * block_size + offset, in place; a negative slot skips its token.
+        plan: this step's plan_step result for this slot_mapping (or None)."""
         ...
 
     def paged_attention(
@@ -90,9 +94,29 @@ class KernelOps(Protocol):
         scale: float,
         num_splits: int | None = None,
         out: torch.Tensor | None = None,
+        plan: object | None = None,
     ) -> torch.Tensor:
         """One query per sequence, q [B, Hq, D] -> [B, Hq, D]; a context of 0 gives zeros.
-        num_splits shapes a kernel's split-KV launch (None: chosen from the shapes)."""
+        num_splits shapes a kernel's split-KV launch (None: chosen from the shapes).
+        plan: this step's plan_step result for these tables and lengths (or None)."""
+        ...
+
+    def plan_step(
+        self,
+        positions: torch.Tensor,
+        inv_freq: torch.Tensor,
+        dtype: torch.dtype,
+        slot_mapping: torch.Tensor,
+        block_tables: torch.Tensor,
+        context_lens: torch.Tensor,
+        block_size: int,
+        decode: bool,
+    ) -> object | None:
+        """What every layer of one forward would otherwise work out again from the same
+        index tensors (rotary tables, whether a slot is padding, how decode rows group),
+        built once per forward and passed as `plan` to that forward's rotary_embedding,
+        write_kv_cache and paged_decode_attention. Valid only while those tensors keep
+        their values. None: nothing to plan (a kernel reads the tensors on the device)."""
         ...
 
     def quantize_fp8_weight(
@@ -126,6 +150,7 @@ class ReferenceOps:
     paged_decode_attention = staticmethod(reference.paged_decode_attention)
     quantize_fp8_weight = staticmethod(reference.quantize_fp8_weight)
     fp8_linear = staticmethod(reference.fp8_linear)
+    plan_step = staticmethod(reference.plan_step)
 
 
 class TritonOps:
@@ -141,6 +166,7 @@ class TritonOps:
     # load time only: both backends share the torch quantizer
     quantize_fp8_weight = staticmethod(reference.quantize_fp8_weight)
     fp8_linear = staticmethod(fp8_matmul.fp8_linear)
+    plan_step = staticmethod(reference.plan_step)  # the kernels need no host-side plan
 
 
 # Module-level singletons: the engine compares against them by identity.

@@ -46,11 +46,14 @@ def rotary_embedding(
     x: torch.Tensor,
     inv_freq: torch.Tensor,
     out: torch.Tensor | None = None,
+    plan: object | None = None,
 ) -> torch.Tensor:
     """Apply rotary embeddings in the HF (non-interleaved, rotate-half) layout.
 
     x: [num_tokens, num_heads, head_dim]; positions: [num_tokens]; inv_freq: [head_dim // 2].
+    The reference plans nothing (plan_step gives None): `plan` is ignored.
     """
+    del plan
     freqs = positions.float()[:, None] * inv_freq.float()[None, :]
     cos = freqs.cos()[:, None, :].to(x.dtype)
     sin = freqs.sin()[:, None, :].to(x.dtype)
@@ -64,12 +67,14 @@ def write_kv_cache(
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
+    plan: object | None = None,
 ) -> None:
     """Store new keys/values at their slots; slot = block * block_size + offset.
 
     k, v: [num_tokens, num_kv_heads, head_dim];
-    caches: [num_blocks, block_size, kv_heads, head_dim].
+    caches: [num_blocks, block_size, kv_heads, head_dim]. `plan` is ignored.
     """
+    del plan
     # A negative slot marks a padding token (CUDA-graph batches): nothing is written for it.
     if bool((slot_mapping < 0).any()):
         keep = slot_mapping >= 0
@@ -173,12 +178,13 @@ def paged_decode_attention(
     scale: float,
     num_splits: int | None = None,
     out: torch.Tensor | None = None,
+    plan: object | None = None,
 ) -> torch.Tensor:
     """One query per sequence: q [batch, heads, head_dim]; a row with context 0 gives zeros.
 
-    num_splits only shapes a kernel's launch; the reference ignores it.
+    num_splits only shapes a kernel's launch; the reference ignores it, and `plan`.
     """
-    del num_splits
+    del num_splits, plan
     if q.device.type == "cpu":  # batched matmuls: SDPA's fixed cost dominates small contexts
         return _into(out, cpu_attention.paged_decode_attention(
             q, k_cache, v_cache, block_tables, context_lens, scale
@@ -193,6 +199,20 @@ def paged_decode_attention(
             q[idx], k_cache, v_cache, block_tables[idx], [lens[i] for i in group], scale
         )
     return _into(out, result)
+
+
+def plan_step(
+    positions: torch.Tensor,
+    inv_freq: torch.Tensor,
+    dtype: torch.dtype,
+    slot_mapping: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    block_size: int,
+    decode: bool,
+) -> object | None:
+    """The references (and the Triton kernels) plan nothing: every op reads its tensors."""
+    return None
 
 
 def _prefill_attention(

@@ -39,8 +39,11 @@ def rotary_embedding(
     x: torch.Tensor,
     inv_freq: torch.Tensor,
     out: torch.Tensor | None = None,
+    plan: object | None = None,
 ) -> torch.Tensor:
-    """x [T, heads, D] rotated by positions [T] with inv_freq [D/2] -> new [T, heads, D]."""
+    """x [T, heads, D] rotated by positions [T] with inv_freq [D/2] -> new [T, heads, D].
+    `plan` is ignored: the kernel computes its angles on the device."""
+    del plan
     require(x.dim() == 3, f"x must be [tokens, heads, head_dim], got shape {tuple(x.shape)}")
     tokens, heads, head_dim = x.shape
     require(head_dim % 2 == 0, f"head_dim must be even, got {head_dim}")

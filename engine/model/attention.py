@@ -25,6 +25,9 @@ class AttentionMetadata:
     # KV splits of the decode kernel; fixed when a CUDA graph replays the step, else None
     # and the kernel chooses.
     decode_splits: int | None = None
+    # The kernel namespace's plan of this step (ops.plan_step: rotary tables, padding,
+    # decode grouping), made once per forward by the model; None outside a forward.
+    plan: object | None = None
 
 
 def attention(
@@ -38,10 +41,11 @@ def attention(
 ) -> torch.Tensor:
     """Write this step's K/V into the cache, then attend over each sequence's context."""
     k_cache, v_cache = kv_cache
-    ops.write_kv_cache(k, v, k_cache, v_cache, meta.slot_mapping)
+    ops.write_kv_cache(k, v, k_cache, v_cache, meta.slot_mapping, meta.plan)
     if meta.max_query_len == 1:
         return ops.paged_decode_attention(
-            q, k_cache, v_cache, meta.block_tables, meta.context_lens, scale, meta.decode_splits
+            q, k_cache, v_cache, meta.block_tables, meta.context_lens, scale, meta.decode_splits,
+            plan=meta.plan,
         )
     return ops.paged_attention(
         q, k_cache, v_cache, meta.block_tables, meta.context_lens, meta.query_start_loc,

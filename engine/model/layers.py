@@ -92,8 +92,11 @@ class RotaryEmbedding(nn.Module):
             inv_freq = inv_freq / freq_factors.float().cpu()
         self.inv_freq = inv_freq.to(device)
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.ops.rotary_embedding(positions, x, self.inv_freq)
+    def forward(
+        self, positions: torch.Tensor, x: torch.Tensor, plan: object | None = None
+    ) -> torch.Tensor:
+        """plan: the step's ops.plan_step (its rotary tables), or None."""
+        return self.ops.rotary_embedding(positions, x, self.inv_freq, plan=plan)
 
 
 class MLP(nn.Module):

@@ -6,6 +6,7 @@ sequences; AttentionMetadata says where each token belongs.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
@@ -45,11 +46,11 @@ class LlamaAttention(nn.Module):
         self, positions: torch.Tensor, x: torch.Tensor, kv_cache: KVCache, meta: AttentionMetadata
     ) -> torch.Tensor:
         c = self.config
-        qkv = self.qkv_proj(x)
+        heads = c.num_heads + 2 * c.num_kv_heads
+        qkv = self.qkv_proj(x).view(-1, heads, c.head_dim)
         # q's and k's heads are adjacent in qkv: one rotary call turns both (half the ops).
-        qk = qkv[:, : c.q_size + c.kv_size].view(-1, c.num_heads + c.num_kv_heads, c.head_dim)
-        q, k = self.rotary(positions, qk).split([c.num_heads, c.num_kv_heads], dim=1)
-        v = qkv[:, c.q_size + c.kv_size :].view(-1, c.num_kv_heads, c.head_dim)
+        qk, v = qkv.split([c.num_heads + c.num_kv_heads, c.num_kv_heads], dim=1)
+        q, k = self.rotary(positions, qk, meta.plan).split([c.num_heads, c.num_kv_heads], dim=1)
         out = attention(q, k, v, kv_cache, meta, self.scale, self.ops)
         out = self.o_proj(out.reshape(-1, c.q_size))
         return out if self.comm is None else self.comm.all_reduce(out)
@@ -118,6 +119,12 @@ class LlamaForCausalLM(nn.Module):
             x = self.embed_tokens(input_ids)
         else:
             x = self.comm.all_reduce(self._embed_shard(input_ids))
+        # What every layer would work out again from the step's indices, once (CPU: rotary
+        # tables, padding, decode grouping; the Triton kernels plan nothing).
+        meta = replace(meta, plan=self.ops.plan_step(
+            positions, self.rotary.inv_freq, x.dtype, meta.slot_mapping, meta.block_tables,
+            meta.context_lens, kv_caches[0][0].shape[1], meta.max_query_len == 1,
+        ))
         residual = None
         for layer, kv_cache in zip(self.layers, kv_caches):
             x, residual = layer(positions, x, residual, kv_cache, meta)

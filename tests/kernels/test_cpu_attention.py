@@ -1,4 +1,5 @@
-"""The CPU decode attention (batched matmuls over gathered blocks) against a float64 oracle."""
+"""The CPU decode attention (SDPA over gathered blocks, query heads folded per KV head or
+enable_gqa) against a float64 oracle."""
 
 from __future__ import annotations
 
@@ -75,16 +76,21 @@ def test_mixed_prefill_and_decode_step_matches_oracle():
     assert_close(got, naive_attention(q, cache, q_lens, 0.2).float())
 
 
-def test_large_groups_take_sdpa_and_still_match_oracle():
-    lens = [200, 190, 180, 170]  # 4 x 208 padded keys: past MATMUL_MAX_KEYS
+@pytest.mark.parametrize("lens,fold", [
+    ([200, 190, 180, 170], True),  # one group of 4 x 208 keys, the shorter ones masked
+    # past FOLD_MAX_KEYS in all: enable_gqa
+    ([cpu_attention.FOLD_MAX_KEYS // 2 + 40, cpu_attention.FOLD_MAX_KEYS // 2], False),
+    ([cpu_attention.FOLD_MAX_KEYS + 40], True),  # one sequence: folded at any length
+])
+def test_both_sdpa_calls_match_oracle(lens, fold):
     cache = make_paged_cache(lens, 2, 16, 16, torch.float32)
     plan = cpu_attention.build_plan(cache.block_tables, cache.context_lens, 16)
-    assert [g.use_sdpa for g in plan.groups] == [True]
-    q = torch.randn(4, 4, 16)
+    assert [g.fold for g in plan.groups] == [fold]
+    q = torch.randn(len(lens), 4, 16)
     got = cpu_attention.paged_decode_attention(
         q, cache.k_cache, cache.v_cache, cache.block_tables, cache.context_lens, 0.25
     )
-    assert_close(got, naive_attention(q, cache, [1] * 4, 0.25).float())
+    assert_close(got, naive_attention(q, cache, [1] * len(lens), 0.25).float())
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path")

@@ -24,10 +24,11 @@ def _contract(name: str) -> tuple[list[tuple[str, object, object]], dict[str, ob
     return [(p.name, p.kind, p.default) for p in params], hints
 
 
-def test_protocol_declares_the_nine_ops():
+def test_protocol_declares_the_nine_ops_and_the_step_plan():
     assert MEMBERS == sorted([
         "rms_norm", "fused_add_rms_norm", "silu_and_mul", "rotary_embedding", "write_kv_cache",
         "paged_attention", "paged_decode_attention", "quantize_fp8_weight", "fp8_linear",
+        "plan_step",
     ])
 
 

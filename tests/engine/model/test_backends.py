@@ -50,6 +50,21 @@ def test_triton_path_matches_reference(tiny_llama: Path) -> None:
                       run_steps(tiny_llama, kernels.triton_ops))
 
 
+def test_cpu_ops_with_step_plans_match_reference(tiny_llama: Path) -> None:
+    """CpuOps (per-step plans: rotary matrices, decode grouping, unfiltered KV write) gives
+    the references' logits step after step; each step's plan is its own (two decode steps
+    in a row, at new positions, lengths and batch size)."""
+    steps = STEPS + [[SequenceChunk([42], 15, TABLE_A)]]
+
+    def run(ops: object) -> list[torch.Tensor]:
+        loaded = load_model(tiny_llama, torch.float32, torch.device("cpu"), ops)
+        runner = ModelRunner(loaded.model, num_blocks=10, block_size=BLOCK,
+                             device=torch.device("cpu"))
+        return [runner.execute(step) for step in steps]
+
+    assert_same_steps(run(kernels.reference_ops), run(cpu_ops))
+
+
 def test_triton_fp8_path_matches_reference(tmp_path: Path) -> None:
     """FP8 linear layers (whose shapes do not depend on the attention layout): one shape,
     since the interpreted FP8 GEMM costs seconds per model."""
