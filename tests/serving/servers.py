@@ -64,6 +64,16 @@ class Server:
         return self.log.read_text(errors="replace")[-4000:]
 
 
+def cache_prompt(server: Server, body: dict[str, Any]) -> None:
+    """Send a chat request once (one token) so that the identical requests a test compares
+    all find its prompt in the prefix cache: with int8 weights, a prompt's tail recomputed
+    over a cached prefix rounds differently from the whole prompt computed at once, which
+    can flip a near-tie (SmolLM2: "Paris." first, "Paris, France." after)."""
+    status, reply = server.http("POST", "/v1/chat/completions", {**body, "max_tokens": 1})
+    if status != 200:
+        raise AssertionError(f"warming the prefix cache failed: {status} {reply}")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,7 +16,7 @@ import pytest
 
 from tests.serving.conftest import EOS_ID, HELLO, MAX_LEN, MODEL, Reference
 from tests.serving.embedding_support import ENCODER
-from tests.serving.servers import SMOL, Server
+from tests.serving.servers import SMOL, Server, cache_prompt
 
 # ---- models ------------------------------------------------------------------------------
 
@@ -242,6 +242,8 @@ def check_chat_shape(body: dict[str, Any]) -> str:
 
 @pytest.mark.slow
 def test_smollm2_answers_paris(smol_server: Server) -> None:
+    """Streamed and not, the same greedy answer (both from the same prefix-cache state)."""
+    cache_prompt(smol_server, {"model": SMOL, "messages": PARIS})
     client = smol_server.client()
     chat = client.chat.completions.create(model=SMOL, messages=PARIS, temperature=0,
                                           max_tokens=32)

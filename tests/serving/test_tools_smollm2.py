@@ -11,7 +11,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from tests.serving.servers import SMOL, Server
+from tests.serving.servers import SMOL, Server, cache_prompt
 
 pytestmark = pytest.mark.slow
 
@@ -78,6 +78,7 @@ def test_streamed_call_equals_the_plain_one(smol_server: Server) -> None:
     client = smol_server.client()
     kw = {"model": SMOL, "messages": ASK, "tools": TOOLS, "tool_choice": "required",
           "temperature": 0, "max_tokens": 100, "parallel_tool_calls": False}
+    cache_prompt(smol_server, kw)  # both compared requests start from the same cache state
     plain = client.chat.completions.create(**kw).choices[0]
     calls: dict[int, dict[str, str]] = {}
     finish = None

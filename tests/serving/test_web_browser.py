@@ -38,7 +38,7 @@ from tests.serving.browser import (
     wait,
     wait_idle,
 )
-from tests.serving.servers import API_KEY, SMOL, Server, start_server, stop_server
+from tests.serving.servers import API_KEY, SMOL, Server, cache_prompt, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -110,6 +110,9 @@ def test_api_key_prompt_and_a_wrong_key(chrome: Any, smol_server: Server) -> Non
 
 
 def test_paris_streams_in_then_edit_and_resend(page: Any, smol_server: Server) -> None:
+    # The page's request and the direct one below start from the same prefix-cache state.
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    cache_prompt(smol_server, {"model": SMOL, "messages": question})
     set_settings(page, temperature=0, max_tokens=24)
     page.execute_script(WATCH_STREAM)
     send(page, "What is the capital of France?")
@@ -123,8 +126,7 @@ def test_paris_streams_in_then_edit_and_resend(page: Any, smol_server: Server) -
     assert all(len(s) < len(text) for s in partial), seen
     # The page's token count is the server's own usage for the same request.
     status, direct = smol_server.http("POST", "/v1/chat/completions", {
-        "model": SMOL, "temperature": 0, "max_tokens": 24,
-        "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+        "model": SMOL, "temperature": 0, "max_tokens": 24, "messages": question})
     assert status == 200 and "Paris" in direct["choices"][0]["message"]["content"]
     stats = stats_text(view)
     assert f"{direct['usage']['completion_tokens']} tokens" in stats, stats
