@@ -164,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             str(args.llama_server), "-m", args.model, "-t", str(args.threads), "-np", str(top),
             "-c", str(top * 512), "--host", "127.0.0.1", "--port", str(port)], port, args)
     print(table(ours, peer))
+    # Our server inherits this environment: its torch threads are OMP_NUM_THREADS or, unset,
+    # torch's default (the machine's cores), which is what `python -m serving` uses.
     record = {"loadavg_1m": os.getloadavg()[0], "model": args.model, "max_tokens": args.max_tokens, "threads": args.threads,
+              "ours_omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
               "quantization": args.quantization, "ours": ours, "llama_cpp": peer}
     json_path = save("peers", record)
     png = json_path.with_suffix(".png")
