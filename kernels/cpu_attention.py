@@ -5,8 +5,8 @@ torch's SDPA with enable_gqa (one query per head) reads each KV head once per qu
 that shares it; folded, the heads sharing a KV head are that head's queries ([g, kv_heads,
 group, D]) and each KV head is read once. Measured by benchmarks/cpu_attention.py (see
 FOLD_MAX_KEYS). Every layer of a step sees the same block tables and lengths, so the
-padding plan (groups, masks, trimmed tables, which call) is built once per step (the
-caller's step plan, or reused while the index tensors hold the same values).
+padding plan (groups, masks, trimmed tables, which call) is built once per step, by the
+caller (CpuOps.plan_step), and passed in.
 """
 
 from __future__ import annotations
@@ -48,9 +48,6 @@ class DecodePlan:
     all_rows: bool  # one group covers every row: the output needs no scatter
 
 
-_cache: tuple[torch.Tensor, torch.Tensor, int, DecodePlan] | None = None
-
-
 def _group_bounds(lens: list[int]) -> list[tuple[int, int]]:
     """Consecutive [start, stop) groups over ascending lengths, bounded padding each."""
     bounds, start, total = [], 0, 0
@@ -90,24 +87,6 @@ def build_plan(block_tables: torch.Tensor, context_lens: torch.Tensor, block_siz
     return DecodePlan(groups, all_rows)
 
 
-def _same(cached: torch.Tensor, t: torch.Tensor) -> bool:
-    return cached.shape == t.shape and cached.dtype == t.dtype and torch.equal(cached, t)
-
-
-def _plan(block_tables: torch.Tensor, context_lens: torch.Tensor, block_size: int) -> DecodePlan:
-    """The plan of these indices: the last one when they are equal (the other layers of the
-    step); compared by value, since index tensors may be rewritten in place between steps."""
-    global _cache
-    c = _cache
-    if c is not None and c[2] == block_size and _same(c[1], context_lens) and _same(
-        c[0], block_tables
-    ):
-        return c[3]
-    plan = build_plan(block_tables, context_lens, block_size)
-    _cache = (block_tables.clone(), context_lens.clone(), block_size, plan)
-    return plan
-
-
 def _attend(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, group: DecodeGroup,
     scale: float,
@@ -144,9 +123,9 @@ def paged_decode_attention(
 ) -> torch.Tensor:
     """One query per sequence: q [batch, heads, head_dim]; a row with context 0 gives zeros.
     `plan`: build_plan of these tables and lengths, made once per step by the caller (else
-    the last plan is reused while the tensors hold the same values)."""
+    built here, for this call)."""
     if plan is None:
-        plan = _plan(block_tables, context_lens, k_cache.shape[1])
+        plan = build_plan(block_tables, context_lens, k_cache.shape[1])
     if plan.all_rows:
         return _attend(q, k_cache, v_cache, plan.groups[0], scale)
     out = torch.zeros_like(q)

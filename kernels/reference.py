@@ -185,7 +185,7 @@ def paged_decode_attention(
     num_splits only shapes a kernel's launch; the reference ignores it, and `plan`.
     """
     del num_splits, plan
-    if q.device.type == "cpu":  # batched matmuls: SDPA's fixed cost dominates small contexts
+    if q.device.type == "cpu":  # padded groups through SDPA (kernels/cpu_attention.py)
         return _into(out, cpu_attention.paged_decode_attention(
             q, k_cache, v_cache, block_tables, context_lens, scale
         ))

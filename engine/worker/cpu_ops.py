@@ -11,7 +11,7 @@ aten calls of a few microseconds of host time each: the per-op count is the cost
 - the rotary embedding of a small step is one bmm with per-token rotation matrices, of a
   larger one a `cat` and an `addcmul` (measured crossover, ROTATION_MAX_TOKENS);
 - the KV write indexes the cache as [slots, kv_heads, D]: no reshape of k and v.
-Without a plan (direct callers, tests) the ops fall back to a cache compared by value.
+Without a plan (direct callers, tests) an op works everything out from its own arguments.
 """
 
 from __future__ import annotations
@@ -66,10 +66,6 @@ class CpuOps(ReferenceOps):
     """ReferenceOps with cheaper norms, rotary, KV write and per-step plans; the same math
     (tests compare them)."""
 
-    def __init__(self) -> None:
-        # (positions, inv_freq, dtype) of the last table, and its [T, 1, D] cos and signed sin
-        self._rope: tuple[torch.Tensor, torch.Tensor, torch.dtype, torch.Tensor, torch.Tensor] | None = None
-
     @staticmethod
     def rms_norm(
         x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor | None = None
@@ -105,18 +101,6 @@ class CpuOps(ReferenceOps):
         return CpuStepPlan(inv_freq, dtype, cos2, sin2, _rotation(cos2, sin2) if small else None,
                            padded, decode_plan)
 
-    def _tables(
-        self, positions: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """No plan: the last table while the positions hold the same values."""
-        c = self._rope
-        if (c is not None and c[1] is inv_freq and c[2] == dtype
-                and c[0].shape == positions.shape and torch.equal(c[0], positions)):
-            return c[3], c[4]
-        cos2, sin2 = _rope_tables(positions, inv_freq, dtype)
-        self._rope = (positions.clone(), inv_freq, dtype, cos2, sin2)
-        return cos2, sin2
-
     def rotary_embedding(
         self, positions: torch.Tensor, x: torch.Tensor, inv_freq: torch.Tensor,
         out: torch.Tensor | None = None, plan: CpuStepPlan | None = None,
@@ -125,8 +109,8 @@ class CpuOps(ReferenceOps):
             if plan.rotation is not None:
                 return _into(out, torch.bmm(x, plan.rotation))
             cos2, sin2 = plan.cos2, plan.sin2
-        else:
-            cos2, sin2 = self._tables(positions, inv_freq, x.dtype)
+        else:  # no plan (a direct call): this call's own tables
+            cos2, sin2 = _rope_tables(positions, inv_freq, x.dtype)
         x1, x2 = x.chunk(2, dim=-1)
         result = torch.addcmul(x * cos2, torch.cat((x2, x1), dim=-1), sin2)
         return result if out is None else out.copy_(result)

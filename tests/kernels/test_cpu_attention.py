@@ -45,7 +45,7 @@ def test_far_apart_lengths_split_into_groups_with_bounded_padding():
 
 
 def test_plan_is_rebuilt_when_lengths_change_in_place():
-    """Every layer of a step reuses the plan; a tensor written in place is a new step."""
+    """A plan follows the tensors' values: one written in place is a new step."""
     lens = [5, 20]
     cache = make_paged_cache(lens, 2, 16, 16, torch.float32)
     q = torch.randn(2, 4, 16)
@@ -65,7 +65,7 @@ def test_plan_is_rebuilt_when_lengths_change_in_place():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path")
 def test_mixed_prefill_and_decode_step_matches_oracle():
-    """Decode rows of a mixed step take the matmul path, prefill rows the SDPA one."""
+    """A mixed step: decode rows and prefill rows, each by its own path, match the oracle."""
     lens, q_lens = [30, 12, 45, 1], [1, 12, 1, 1]
     cache = make_paged_cache(lens, 2, 32, 16, torch.float32)
     q = torch.randn(sum(q_lens), 6, 32)

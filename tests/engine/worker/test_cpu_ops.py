@@ -34,7 +34,7 @@ def test_rotary_matches_reference_and_rebuilds_for_new_positions() -> None:
     for positions in (torch.tensor([0, 7, 100]), torch.tensor([1, 8, 101])):
         expected = reference_ops.rotary_embedding(positions, x, inv_freq)
         torch.testing.assert_close(ops.rotary_embedding(positions, x, inv_freq), expected)
-        # A second call of the same step (the next layer) reuses the table, same result.
+        # A second call of the same step (the next layer): the same result.
         torch.testing.assert_close(ops.rotary_embedding(positions, x, inv_freq), expected)
     positions = torch.tensor([5, 6, 7])
     first = ops.rotary_embedding(positions, x, inv_freq)
